@@ -1,0 +1,41 @@
+"""clusterinval: cache invalidation for Redis Cluster.
+
+Exact keys and Redis glob patterns, across every primary at once, deleted with slot-grouped
+``UNLINK`` (never ``KEYS``, never cross-slot), with Prometheus metrics per ``operation_name``.
+"""
+
+from clusterinval.engine import Progress, ProgressWatch
+from clusterinval.errors import (
+    ClusterConnectionError,
+    ClusterInvalError,
+    ClusterPermissionError,
+    InvalidationError,
+    InvalidInputError,
+    InvalidKeyError,
+    InvalidOperationNameError,
+    InvalidPatternError,
+)
+from clusterinval.invalidator import ClusterInvalidator
+from clusterinval.metrics import Metrics
+from clusterinval.options import InvalidatorOptions
+from clusterinval.result import InvalidationResult, NodeResult
+
+__all__ = [
+    "ClusterConnectionError",
+    "ClusterInvalError",
+    "ClusterInvalidator",
+    "ClusterPermissionError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "InvalidOperationNameError",
+    "InvalidPatternError",
+    "InvalidationError",
+    "InvalidationResult",
+    "InvalidatorOptions",
+    "Metrics",
+    "NodeResult",
+    "Progress",
+    "ProgressWatch",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,265 @@
+"""ClusterInvalidator: the public async API — validation, the engine run, metrics, logs, results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from redis.asyncio import Redis, RedisCluster
+
+from clusterinval.engine import Engine, EngineOutcome, ProgressWatch
+from clusterinval.errors import (
+    ClusterConnectionError,
+    ClusterInvalError,
+    ClusterPermissionError,
+    InvalidationError,
+    InvalidInputError,
+)
+from clusterinval.metrics import Metrics
+from clusterinval.options import InvalidatorOptions
+from clusterinval.planner import Plan, make_plan, validate_operation_name
+from clusterinval.result import InvalidationResult, NodeResult
+from clusterinval.topology import CONNECTION_OPTIONS, Topology
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from clusterinval.rules import RuleSet
+
+__all__ = ["ClusterInvalidator"]
+
+log = logging.getLogger("clusterinval")
+
+
+class ClusterInvalidator:
+    """Invalidates exact keys and glob patterns on a Redis Cluster (or a standalone server)."""
+
+    def __init__(
+        self,
+        client: RedisCluster | Redis | None = None,
+        *,
+        options: InvalidatorOptions | None = None,
+        registry: CollectorRegistry | None = None,
+        metrics: Metrics | None = None,
+        rules: RuleSet | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._options = (options or InvalidatorOptions()).with_overrides(**overrides)
+        self._client = client
+        self._topology: Topology | None = None
+        self._engine: Engine | None = None
+        self._metrics = metrics or Metrics(
+            registry, max_operations=self._options.max_operation_names
+        )
+        self._rules = rules
+        self._open_lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        metrics: Metrics | None = None,
+        rules: RuleSet | None = None,
+        **options: Any,
+    ) -> ClusterInvalidator:
+        """An invalidator for the cluster (or standalone server) at ``url``.
+
+        Keyword options are library options (see ``InvalidatorOptions``) or connection settings
+        such as ``password``, ``username``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``.
+        """
+        if not isinstance(url, str) or not url:
+            raise InvalidInputError("url must be a redis:// or rediss:// URL")
+        conn = {k: options.pop(k) for k in list(options) if k in CONNECTION_OPTIONS}
+        inv = cls(None, registry=registry, metrics=metrics, rules=rules, **options)
+        topology = Topology.from_url(url, **conn)
+        inv._topology = topology
+        inv._engine = Engine(topology, inv._options)
+        return inv
+
+    @property
+    def options(self) -> InvalidatorOptions:
+        """The options in force."""
+        return self._options
+
+    @property
+    def metrics(self) -> Metrics:
+        """The metrics this invalidator records into."""
+        return self._metrics
+
+    async def __aenter__(self) -> ClusterInvalidator:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect and read the cluster's topology; ClusterConnectionError when unreachable."""
+        engine = await self._ensure_engine()
+        await engine.ensure_view()
+
+    async def aclose(self) -> None:
+        """Close the connections this invalidator opened (a caller's client stays open)."""
+        self._closed = True
+        if self._topology is not None:
+            await self._topology.aclose()
+
+    async def _ensure_engine(self) -> Engine:
+        if self._closed:
+            raise ClusterInvalError("this ClusterInvalidator is closed")
+        if self._engine is not None:
+            return self._engine
+        async with self._open_lock:
+            if self._engine is None:
+                assert self._client is not None
+                self._topology = await Topology.from_client(self._client)
+                self._engine = Engine(self._topology, self._options)
+        return self._engine
+
+    async def invalidate(
+        self,
+        keys: Iterable[str | bytes] | None = None,
+        patterns: Iterable[str | bytes] | None = None,
+        operation_name: str = "cache",
+        dry_run: bool = False,
+        *,
+        allow_match_all: bool = False,
+        progress: ProgressWatch | None = None,
+    ) -> InvalidationResult:
+        """Delete ``keys`` and every key matching ``patterns``; raise InvalidationError if incomplete.
+
+        With ``dry_run`` nothing is deleted: ``matched`` and ``sample`` tell what would go.
+        """
+        operation = validate_operation_name(operation_name)
+        label = self._metrics.operation_label(operation)
+        try:
+            plan = make_plan(
+                keys, patterns, allow_match_all=allow_match_all,
+                max_keys=self._options.max_keys_per_call,
+            )
+        except InvalidInputError:
+            self._metrics.error(label, "input")
+            raise
+        engine = await self._ensure_engine()
+        started = time.perf_counter()
+        self._metrics.run_started(label)
+        outcome_label = "failed"
+        result: InvalidationResult | None = None
+        try:
+            raw = await engine.run(plan, dry_run=dry_run, watch=progress)
+            result = self._result(operation, plan, raw, dry_run, time.perf_counter() - started)
+            outcome_label = "complete" if result.complete else "partial"
+            for _node, kind in raw.errors:
+                self._metrics.error(label, kind)  # type: ignore[arg-type]
+        except ClusterPermissionError as exc:
+            self._metrics.error(label, "permission")
+            log.warning("invalidation %s refused: %s", operation, exc)
+            raise
+        except ClusterConnectionError as exc:
+            self._metrics.error(label, "connection")
+            log.warning("invalidation %s failed: %s", operation, exc)
+            raise
+        except anyio.get_cancelled_exc_class():
+            log.warning("invalidation %s cancelled after %.3f s", operation,
+                        time.perf_counter() - started)
+            raise
+        finally:
+            final = result or self._empty(operation, plan, dry_run, time.perf_counter() - started)
+            self._metrics.run_finished(label, final, outcome_label)  # type: ignore[arg-type]
+        self._log(result)
+        if not result.complete:
+            raise InvalidationError(_incomplete_message(result), result)
+        return result
+
+    async def invalidate_rule(
+        self, name: str, *, rules: RuleSet | None = None, dry_run: bool = False, **params: Any
+    ) -> InvalidationResult:
+        """Run the named rule (see ``clusterinval.rules``) with ``params`` filled in."""
+        from clusterinval.rules import render_rule
+
+        keys, patterns, operation = render_rule(name, rules or self._rules, **params)
+        return await self.invalidate(keys, patterns, operation, dry_run)
+
+    def progress_watch(self) -> ProgressWatch:
+        """A live counter object to pass as ``progress=`` and read with ``.snapshot()``."""
+        return ProgressWatch()
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _result(
+        self, operation: str, plan: Plan, raw: EngineOutcome, dry_run: bool, duration: float
+    ) -> InvalidationResult:
+        nodes = tuple(
+            NodeResult(
+                node=node.name,
+                deleted=c.deleted,
+                matched=c.matched,
+                scanned=c.scanned,
+                scan_calls=c.scan_calls,
+                unlink_calls=c.unlink_calls,
+                duration_s=round(c.busy_s, 6),
+                error="; ".join(c.errors[-3:]) or None,
+            )
+            for node, c in sorted(raw.nodes.items())
+        )
+        return InvalidationResult(
+            operation=operation,
+            deleted=raw.deleted,
+            matched=raw.matched,
+            scanned=raw.scanned,
+            complete=raw.complete,
+            duration_s=duration,
+            dry_run=dry_run,
+            nodes=nodes,
+            uncovered_slots=tuple(raw.uncovered.ranges()),
+            sample=tuple(raw.sample),
+            errors=tuple(raw.messages),
+            keys_requested=len(plan.keys) + len(plan.literal_origins),
+            patterns_requested=len(plan.patterns),
+            exact_deleted=raw.exact_deleted,
+            per_pattern=tuple(
+                (p.decode("utf-8", "backslashreplace"), n)
+                for p, n in zip(plan.patterns, raw.per_pattern, strict=True)
+            ),
+        )
+
+    @staticmethod
+    def _empty(operation: str, plan: Plan, dry_run: bool, duration: float) -> InvalidationResult:
+        return InvalidationResult(
+            operation=operation, deleted=0, matched=0, scanned=0, complete=False,
+            duration_s=duration, dry_run=dry_run,
+            keys_requested=len(plan.keys), patterns_requested=len(plan.patterns),
+        )
+
+    @staticmethod
+    def _log(result: InvalidationResult) -> None:
+        verb = "would invalidate" if result.dry_run else "invalidated"
+        count = result.matched if result.dry_run else result.deleted
+        level = logging.INFO if result.complete else logging.WARNING
+        log.log(
+            level,
+            "%s %s %d keys (matched %d, scanned %d) in %.3f s%s",
+            result.operation, verb, count, result.matched, result.scanned, result.duration_s,
+            "" if result.complete else f"; {result.uncovered_slot_count} slots NOT covered",
+        )
+
+
+def _incomplete_message(result: InvalidationResult) -> str:
+    why = "; ".join(result.errors[-3:]) or "nodes failed or slots moved"
+    return (
+        f"invalidation {result.operation!r} incomplete: {result.uncovered_slot_count} of 16384 "
+        f"slots not covered ({why}); deleted {result.deleted} keys before stopping"
+    )
+

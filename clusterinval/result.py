@@ -1,0 +1,68 @@
+"""What an invalidation did, as frozen values a caller can log, assert on or serialise."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["InvalidationResult", "NodeResult"]
+
+
+def _text(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """The work one primary did during a run."""
+
+    node: str
+    deleted: int = 0
+    matched: int = 0
+    scanned: int = 0
+    scan_calls: int = 0
+    unlink_calls: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidationResult:
+    """The outcome of one ``invalidate`` call.
+
+    ``deleted`` is the sum of UNLINK replies (keys really removed); ``matched`` counts keys the
+    run found to match (it exceeds ``deleted`` when a key vanished first, or SCAN reported it
+    twice); ``scanned`` counts keys the scans examined on the server.
+    """
+
+    operation: str
+    deleted: int
+    matched: int
+    scanned: int
+    complete: bool
+    duration_s: float
+    dry_run: bool = False
+    nodes: tuple[NodeResult, ...] = ()
+    uncovered_slots: tuple[tuple[int, int], ...] = ()
+    sample: tuple[bytes, ...] = ()
+    errors: tuple[str, ...] = field(default=())
+    keys_requested: int = 0
+    patterns_requested: int = 0
+    exact_deleted: int = 0
+    per_pattern: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def uncovered_slot_count(self) -> int:
+        """How many of the 16384 slots no finished scan covered."""
+        return sum(hi - lo + 1 for lo, hi in self.uncovered_slots)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (keys in ``sample`` decoded with backslash escapes)."""
+        data = asdict(self)
+        data["sample"] = [_text(k) for k in self.sample]
+        data["nodes"] = [asdict(n) for n in self.nodes]
+        data["uncovered_slots"] = [list(r) for r in self.uncovered_slots]
+        data["errors"] = list(self.errors)
+        data["per_pattern"] = {p: n for p, n in self.per_pattern}
+        data["uncovered_slot_count"] = self.uncovered_slot_count
+        return data

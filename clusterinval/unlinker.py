@@ -1,0 +1,340 @@
+"""Delete slot batches on whichever node owns them, following redirects, counting what went.
+
+Two ways to send a node its batches, same result:
+
+* a pipeline of multi-key ``UNLINK`` commands, one per slot batch (works on every server);
+* one short server-side script per call that runs those same per-slot ``UNLINK`` commands
+  (Redis/Valkey 7+ with scripting allowed): a round trip and a parse for hundreds of slots instead
+  of one each. A batch the script could not delete (its slot moved) falls back to the pipeline,
+  which follows MOVED and ASK like a cluster client does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from clusterinval.batching import SlotBatch
+from clusterinval.errors import ClusterPermissionError
+from clusterinval.options import InvalidatorOptions
+from clusterinval.ratelimit import KeyRateLimiter
+from clusterinval.retry import Backoff, classify, is_transient
+from clusterinval.topology import NodeAddr, Topology
+
+__all__ = ["NodeCounters", "Unlinker"]
+
+log = logging.getLogger("clusterinval.engine")
+
+# Each ARGV group is "<n> key1 .. keyn"; every group is one slot, so every UNLINK is single-slot.
+# pcall keeps one moved slot from aborting the others; their group offsets come back for a retry.
+_UNLINK_SCRIPT = b"""#!lua flags=allow-cross-slot-keys
+local deleted = 0
+local failed = {}
+local i = 1
+local n = #ARGV
+while i <= n do
+  local count = tonumber(ARGV[i])
+  local reply = redis.pcall('UNLINK', unpack(ARGV, i + 1, i + count))
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = i
+  end
+  i = i + count + 1
+end
+return {deleted, failed}
+"""
+
+# Keys per script call: bounds how long one call can hold a node (~1 us per key).
+_SCRIPT_MAX_KEYS = 2000
+
+
+@dataclass(slots=True)
+class NodeCounters:
+    """Mutable per-node tallies during a run."""
+
+    deleted: int = 0
+    matched: int = 0
+    scanned: int = 0
+    scan_calls: int = 0
+    unlink_calls: int = 0
+    busy_s: float = 0.0  # wall time of this node's scan passes
+    errors: list[str] = field(default_factory=list)
+
+
+class Unlinker:
+    """Routes slot batches to their owners and deletes them."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        options: InvalidatorOptions,
+        counters: dict[NodeAddr, NodeCounters],
+        limiter: KeyRateLimiter,
+        on_error: list[tuple[str, str]],
+        *,
+        command: str = "UNLINK",
+    ) -> None:
+        # command is UNLINK to delete, or EXISTS to count for a dry run (same routing, no effect).
+        self._command = command
+        self._topology = topology
+        self._options = options
+        self._counters = counters
+        self._limiter = limiter
+        self._node_limiters: dict[NodeAddr, KeyRateLimiter] = {}
+        self._on_error = on_error
+        self._backoff = Backoff(options.backoff_base_s, options.backoff_cap_s)
+        # Slots a MOVED reply told us about, used until the next topology refresh.
+        self._moved: dict[int, NodeAddr] = {}
+        self._moved_generation = -1
+        self._script_sha: dict[NodeAddr, bytes | None] = {}
+
+    def counters(self, node: NodeAddr) -> NodeCounters:
+        """The tallies for ``node`` (created on first use)."""
+        c = self._counters.get(node)
+        if c is None:
+            c = self._counters[node] = NodeCounters()
+        return c
+
+    def _owner(self, slot: int) -> NodeAddr | None:
+        view = self._topology.view
+        if self._moved_generation != self._topology.generation:
+            self._moved.clear()
+            self._moved_generation = self._topology.generation
+        moved = self._moved.get(slot)
+        if moved is not None:
+            return moved
+        return view.owner(slot) if view is not None else None
+
+    async def unlink(self, batches: Sequence[SlotBatch]) -> int:
+        """Delete every batch on its slot's owner; the number of keys really removed."""
+        pending = list(batches)
+        deleted = 0
+        attempt = 0
+        while pending:
+            by_node: dict[NodeAddr, list[SlotBatch]] = {}
+            orphans: list[SlotBatch] = []
+            for b in pending:
+                owner = self._owner(b[0])
+                if owner is None:
+                    orphans.append(b)
+                else:
+                    by_node.setdefault(owner, []).append(b)
+            retry: list[SlotBatch] = list(orphans)
+            last_error: BaseException | None = None
+            outcomes: list[tuple[int, list[SlotBatch], BaseException | None]] = []
+
+            async def send(node: NodeAddr, node_batches: list[SlotBatch]) -> None:
+                outcomes.append(await self._send(node, node_batches))
+
+            async with anyio.create_task_group() as tg:
+                for node, node_batches in by_node.items():
+                    tg.start_soon(send, node, node_batches)
+            for n, again, err in outcomes:
+                deleted += n
+                retry.extend(again)
+                last_error = err or last_error
+            pending = retry
+            if not pending:
+                break
+            attempt += 1
+            if attempt > self._options.retries:
+                if last_error is not None:
+                    raise last_error
+                raise TimeoutError(f"{len(pending)} slot batches have no reachable owner")
+            await anyio.sleep(self._backoff.delay(attempt))
+            if orphans or last_error is not None:
+                await self._refresh_quietly()
+        return deleted
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._topology.refresh(if_generation=self._topology.generation)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("topology refresh failed: %s", exc)
+        except Exception as exc:  # ClusterConnectionError: keep retrying within the run's deadline
+            if not isinstance(exc, ConnectionError):
+                raise
+            log.debug("topology refresh failed: %s", exc)
+
+    async def _send(
+        self, node: NodeAddr, batches: list[SlotBatch]
+    ) -> tuple[int, list[SlotBatch], BaseException | None]:
+        """Send ``batches`` to ``node``: (deleted, batches to retry elsewhere/later, last error)."""
+        n_keys = sum(len(k) for _, k in batches)
+        await self._limiter.acquire(n_keys)
+        node_limit = self._options.node_keys_per_second
+        if node_limit:
+            lim = self._node_limiters.setdefault(node, KeyRateLimiter(node_limit))
+            await lim.acquire(n_keys)
+        try:
+            with anyio.fail_after(self._options.command_timeout_s):
+                if self._command == "UNLINK" and len(batches) > 1 and await self.uses_script(node):
+                    sha = self._script_sha[node]
+                    assert sha is not None
+                    return await self._send_script(node, sha, batches)
+                return await self._send_pipeline(node, batches)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._note(node, exc)
+            if not is_transient(exc):
+                self._raise_permanent(node, exc)
+            return 0, list(batches), exc
+
+    async def uses_script(self, node: NodeAddr) -> bool:
+        """True when ``node`` takes the server-side batch script (loading it on first ask)."""
+        if not self._options.server_scripts or self._command != "UNLINK":
+            return False
+        try:
+            return await self._script(node) is not None
+        except (RedisError, OSError):
+            return False
+
+    async def _script(self, node: NodeAddr) -> bytes | None:
+        if node in self._script_sha:
+            return self._script_sha[node]
+        try:
+            sha = await self._topology.client(node).execute_command("SCRIPT", "LOAD", _UNLINK_SCRIPT)
+        except ResponseError as exc:
+            # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
+            log.info("server scripts unavailable on %s (%s); using pipelined UNLINK", node, exc)
+            self._script_sha[node] = None
+            return None
+        self._script_sha[node] = sha if isinstance(sha, bytes) else str(sha).encode()
+        return self._script_sha[node]
+
+    async def _send_script(
+        self, node: NodeAddr, sha: bytes, batches: list[SlotBatch]
+    ) -> tuple[int, list[SlotBatch], BaseException | None]:
+        client = self._topology.client(node)
+        counters = self.counters(node)
+        deleted = 0
+        retry: list[SlotBatch] = []
+        start = 0
+        while start < len(batches):
+            argv: list[bytes | int] = []
+            offsets: dict[int, SlotBatch] = {}
+            keys_in_call = 0
+            end = start
+            while end < len(batches) and (keys_in_call < _SCRIPT_MAX_KEYS or end == start):
+                slot, keys = batches[end]
+                offsets[len(argv) + 1] = batches[end]  # Lua's 1-based ARGV index of the count
+                argv.append(len(keys))
+                argv.extend(keys)
+                keys_in_call += len(keys)
+                end += 1
+            try:
+                reply = await client.execute_command("EVALSHA", sha, 0, *argv)
+            except NoScriptError:
+                # Script cache flushed (restart, failover to a fresh replica): load it again.
+                self._script_sha.pop(node, None)
+                new_sha = await self._script(node)
+                if new_sha is None:
+                    n, again, err = await self._send_pipeline(node, batches[start:])
+                    return deleted + n, retry + again, err
+                sha = new_sha
+                continue
+            counters.unlink_calls += 1
+            removed, failed = int(reply[0]), reply[1] or []
+            deleted += removed
+            if failed:
+                n, again, _err = await self._send_pipeline(
+                    node, [offsets[int(i)] for i in failed]
+                )
+                deleted += n  # _send_pipeline credits its own removals to the node
+                retry.extend(again)
+            counters.deleted += removed
+            start = end
+        return deleted, retry, None
+
+    async def _send_pipeline(
+        self, node: NodeAddr, batches: list[SlotBatch]
+    ) -> tuple[int, list[SlotBatch], BaseException | None]:
+        client = self._topology.client(node)
+        counters = self.counters(node)
+        async with client.pipeline(transaction=False) as pipe:
+            for _slot, keys in batches:
+                pipe.execute_command(self._command, *keys)
+            replies = await pipe.execute(raise_on_error=False)
+        counters.unlink_calls += len(batches)
+        deleted = 0
+        retry: list[SlotBatch] = []
+        last: BaseException | None = None
+        for batch, reply in zip(batches, replies, strict=True):
+            if not isinstance(reply, BaseException):
+                deleted += int(reply)
+                continue
+            last = reply
+            self._note(node, reply)
+            if isinstance(reply, MovedError):
+                self._moved[batch[0]] = NodeAddr(reply.host, int(reply.port))
+                retry.append(batch)
+            elif isinstance(reply, AskError):
+                deleted += await self._send_asking(NodeAddr(reply.host, int(reply.port)), batch)
+            elif isinstance(reply, TryAgainError) and len(batch[1]) > 1:
+                # Mid-migration, a multi-key command whose keys are split between the two nodes:
+                # one key at a time always has a single answer.
+                retry.extend((batch[0], [k]) for k in batch[1])
+            elif isinstance(reply, ClusterCrossSlotError):
+                raise AssertionError(f"bug: cross-slot {self._command} for slot {batch[0]}: {reply}")
+            elif is_transient(reply):
+                retry.append(batch)
+            else:
+                self._raise_permanent(node, reply)
+        self._credit(counters, deleted)
+        return deleted, retry, last
+
+    def _credit(self, counters: NodeCounters, n: int) -> None:
+        if self._command == "UNLINK":
+            counters.deleted += n
+        else:
+            counters.matched += n
+
+    async def _send_asking(self, target: NodeAddr, batch: SlotBatch) -> int:
+        client = self._topology.client(target)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command("ASKING")
+            pipe.execute_command(self._command, *batch[1])
+            replies = await pipe.execute(raise_on_error=False)
+        reply = replies[1]
+        counters = self.counters(target)
+        counters.unlink_calls += 1
+        if isinstance(reply, TryAgainError):
+            total = 0
+            for k in batch[1]:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("ASKING")
+                    pipe.execute_command(self._command, k)
+                    one = await pipe.execute(raise_on_error=False)
+                if isinstance(one[1], BaseException):
+                    raise one[1]
+                total += int(one[1])
+            self._credit(counters, total)
+            return total
+        if isinstance(reply, BaseException):
+            raise reply
+        self._credit(counters, int(reply))
+        return int(reply)
+
+    def _note(self, node: NodeAddr, exc: BaseException) -> None:
+        self._on_error.append((node.name, classify(exc)))
+
+    def _raise_permanent(self, node: NodeAddr, exc: BaseException) -> None:
+        if classify(exc) == "permission":
+            raise ClusterPermissionError(
+                f"{node.name} refused {self._command}: {exc}; check the ACL user's key patterns and "
+                "command permissions",
+                node.name,
+            ) from None
+        raise exc
