@@ -28,9 +28,9 @@ from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, ScanPass
 from clusterinval.ratelimit import KeyRateLimiter
-from clusterinval.retry import Backoff, classify, is_transient
+from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.slots import SlotSet
-from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology
+from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology, command
 from clusterinval.unlinker import NodeCounters, Unlinker
 
 __all__ = ["Engine", "EngineOutcome", "Progress", "ProgressWatch"]
@@ -69,7 +69,7 @@ class EngineOutcome:
     sample: list[bytes] = field(default_factory=list)
     uncovered: SlotSet = field(default_factory=SlotSet)
     nodes: dict[NodeAddr, NodeCounters] = field(default_factory=dict)
-    errors: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, ErrorKind]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     timed_out: bool = False
 
@@ -107,7 +107,9 @@ class Engine:
             cache[node] = view.slots_of(node)
         return cache[node]
 
-    async def run(self, plan: Plan, *, dry_run: bool, watch: ProgressWatch | None = None) -> EngineOutcome:
+    async def run(
+        self, plan: Plan, *, dry_run: bool, watch: ProgressWatch | None = None
+    ) -> EngineOutcome:
         """Execute ``plan``; never raises for an incomplete run (see ``EngineOutcome.complete``)."""
         out = EngineOutcome(per_pattern=[0] * len(plan.patterns))
         run = _Run(self, plan, out, dry_run, watch or ProgressWatch())
@@ -275,7 +277,8 @@ class _Run:
         self.watch.covered += len(covered)
 
     async def _ownership(self, node: NodeAddr) -> NodeOwnership:
-        return await self._call(node, lambda: self.topology.ownership(node))
+        owned: NodeOwnership = await self._call(node, lambda: self.topology.ownership(node))
+        return owned
 
     async def _call(self, node: NodeAddr, fn: Any, attempts: int = 3) -> Any:
         """One node command with a timeout and a few quick retries for transient errors."""
@@ -296,7 +299,7 @@ class _Run:
 
     async def _list_slot(self, node: NodeAddr, scan_pass: ScanPass, index: int, slot: int) -> bool:
         client = self.topology.client(node)
-        count = int(await self._call(node, lambda: client.execute_command(
+        count = int(await self._call(node, lambda: command(client, 
             "CLUSTER", "COUNTKEYSINSLOT", slot)))
         if count > _SLOT_LIST_LIMIT:
             return False
@@ -305,7 +308,7 @@ class _Run:
         self.out.scanned += count
         if count == 0:
             return True
-        keys = await self._call(node, lambda: client.execute_command(
+        keys = await self._call(node, lambda: command(client, 
             "CLUSTER", "GETKEYSINSLOT", slot, count))
         counters.scan_calls += 1
         await self._consume_keys(node, scan_pass, index, list(keys), None)
@@ -315,6 +318,41 @@ class _Run:
         client = self.topology.client(node)
         counters = self.unlinker.counters(node)
         size = int(await self._call(node, client.dbsize))
+        if (not self.dry_run and scan_pass.server_exact
+                and await self.unlinker.scan_unlink_ready(node)):
+            await self._scan_unlink_node(node, scan_pass, index)
+        else:
+            await self._scan_then_delete(node, scan_pass, index)
+        counters.scanned += size
+        self.out.scanned += size
+
+    async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
+        """Scan and delete in one server-side step per SCAN call (the fast path)."""
+        cursor = 0
+        count = self.options.server_scan_count
+        match = scan_pass.match
+        counters = self.unlinker.counters(node)
+        while True:
+            cursor, matched, deleted, left = await self._call(
+                node, lambda c=cursor: self.unlinker.scan_unlink(node, c, match, count)
+            )
+            self.watch.scan_calls += 1
+            counters.matched += matched
+            self.out.matched += matched
+            self.out.per_pattern[scan_pass.origins[0]] += matched
+            self.out.deleted += deleted
+            self.watch.matched += matched
+            self.watch.deleted += deleted
+            if left:
+                await self._delete(group_by_slot(left, self.options.unlink_batch))
+            await self.engine._limiter.acquire(matched)
+            if cursor == 0:
+                return
+
+    async def _scan_then_delete(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
+        """SCAN here, delete in deleter tasks fed through a bounded stream."""
+        client = self.topology.client(node)
+        counters = self.unlinker.counters(node)
         send, recv = anyio.create_memory_object_stream[list[bytes]](self.options.stream_depth)
         failure: list[BaseException] = []
         script = not self.dry_run and await self.unlinker.uses_script(node)
@@ -342,8 +380,6 @@ class _Run:
                     failure.append(exc)
         if failure:
             raise failure[0]
-        counters.scanned += size
-        self.out.scanned += size
 
     async def _deleter(
         self,

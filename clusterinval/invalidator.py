@@ -19,7 +19,7 @@ from clusterinval.errors import (
     InvalidationError,
     InvalidInputError,
 )
-from clusterinval.metrics import Metrics
+from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, make_plan, validate_operation_name
 from clusterinval.result import InvalidationResult, NodeResult
@@ -138,7 +138,7 @@ class ClusterInvalidator:
         allow_match_all: bool = False,
         progress: ProgressWatch | None = None,
     ) -> InvalidationResult:
-        """Delete ``keys`` and every key matching ``patterns``; raise InvalidationError if incomplete.
+        """Delete ``keys`` and all keys matching ``patterns``; InvalidationError when incomplete.
 
         With ``dry_run`` nothing is deleted: ``matched`` and ``sample`` tell what would go.
         """
@@ -155,14 +155,14 @@ class ClusterInvalidator:
         engine = await self._ensure_engine()
         started = time.perf_counter()
         self._metrics.run_started(label)
-        outcome_label = "failed"
+        outcome_label: Outcome = "failed"
         result: InvalidationResult | None = None
         try:
             raw = await engine.run(plan, dry_run=dry_run, watch=progress)
             result = self._result(operation, plan, raw, dry_run, time.perf_counter() - started)
             outcome_label = "complete" if result.complete else "partial"
             for _node, kind in raw.errors:
-                self._metrics.error(label, kind)  # type: ignore[arg-type]
+                self._metrics.error(label, kind)
         except ClusterPermissionError as exc:
             self._metrics.error(label, "permission")
             log.warning("invalidation %s refused: %s", operation, exc)
@@ -177,7 +177,7 @@ class ClusterInvalidator:
             raise
         finally:
             final = result or self._empty(operation, plan, dry_run, time.perf_counter() - started)
-            self._metrics.run_finished(label, final, outcome_label)  # type: ignore[arg-type]
+            self._metrics.run_finished(label, final, outcome_label)
         self._log(result)
         if not result.complete:
             raise InvalidationError(_incomplete_message(result), result)

@@ -15,11 +15,13 @@ class InvalidatorOptions:
     """How hard and how long an invalidation may work.
 
     ``scan_count`` is the COUNT hint of each SCAN (work per call on the server, kept small so no
-    call blocks a node for long); ``unlink_batch`` caps the keys of one UNLINK; ``buffer_keys`` caps
+    call blocks a node for long); ``server_scan_count`` is the same for the server-side step that
+    also deletes what it finds (smaller, as that step does more per key); ``unlink_batch`` caps the keys of one UNLINK; ``buffer_keys`` caps
     the keys a node's deleter holds before it must flush, which bounds client memory.
     """
 
     scan_count: int = 1000
+    server_scan_count: int = 250
     unlink_batch: int = 500
     buffer_keys: int = 20_000
     stream_depth: int = 8
@@ -39,7 +41,7 @@ class InvalidatorOptions:
     server_scripts: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("scan_count", "unlink_batch", "buffer_keys", "stream_depth",
+        for name in ("scan_count", "server_scan_count", "unlink_batch", "buffer_keys", "stream_depth",
                      "deleters_per_node", "max_operation_names", "max_keys_per_call"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -28,7 +28,7 @@ __all__ = ["Plan", "ScanPass", "make_plan", "to_bytes_key", "validate_operation_
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 
-# A shared pass is only worth it when its MATCH still narrows the scan to the patterns' neighbourhood.
+# A shared pass is only worth it when its MATCH still narrows the scan to the patterns' area.
 _MIN_SHARED_PREFIX = 2
 
 
@@ -66,7 +66,7 @@ class Plan:
     keys: tuple[bytes, ...]
     passes: tuple[ScanPass, ...]
     patterns: tuple[bytes, ...]
-    # For each exact key that came from a literal pattern: the pattern's index (per-pattern figures).
+    # Keys named by a literal pattern, with the pattern's index (for per-pattern figures).
     literal_origins: dict[bytes, int] = field(default_factory=dict, compare=False)
 
     @property
@@ -211,9 +211,8 @@ def _plan_passes(globs: Sequence[tuple[int, Glob]]) -> list[ScanPass]:
 def _pass(members: Sequence[tuple[int, Glob]], slots: SlotSet) -> ScanPass:
     globs = tuple(g for _, g in members)
     origins = tuple(i for i, _ in members)
-    if len(globs) == 1:
-        match = globs[0].pattern
-    else:
-        match = escape(common_literal_prefix(globs)) + b"*"
+    # One pattern is sent as is; several share MATCH on their common prefix (then each key is
+    # checked against each glob here).
+    match = globs[0].pattern if len(globs) == 1 else escape(common_literal_prefix(globs)) + b"*"
     assert len(slots) in (1, SLOT_COUNT)
     return ScanPass(match=match, globs=globs, slots=slots, origins=origins)

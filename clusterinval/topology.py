@@ -19,7 +19,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from clusterinval.errors import ClusterConnectionError, ClusterPermissionError, InvalidInputError
 from clusterinval.slots import SLOT_COUNT, SlotSet
 
-__all__ = ["ClusterView", "NodeAddr", "NodeOwnership", "Topology"]
+__all__ = ["ClusterView", "NodeAddr", "NodeOwnership", "Topology", "command"]
 
 log = logging.getLogger("clusterinval.topology")
 
@@ -31,6 +31,11 @@ CONNECTION_OPTIONS = frozenset({
     "protocol", "retry_on_timeout", "health_check_interval", "credential_provider",
     "max_connections",
 })
+
+
+async def command(client: Redis, *args: Any) -> Any:
+    """Run one raw command on a node client (redis-py leaves ``execute_command`` untyped)."""
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -106,7 +111,7 @@ class Topology:
             raise InvalidInputError("at least one seed node is needed")
         self._seeds = list(seeds)
         kwargs = dict(connection_kwargs)
-        for drop in ("host", "port", "db", "decode_responses", "response_callbacks",
+        for drop in ("host", "port", "db", "decode_responses", "response_callbacks", "max_connections",
                      "connection_class", "path", "retry"):
             kwargs.pop(drop, None)
         kwargs.setdefault("socket_timeout", command_timeout_s)
@@ -134,17 +139,17 @@ class Topology:
             raise InvalidInputError(f"bad Redis URL: {exc}") from None
         if "path" in parsed:
             raise InvalidInputError("unix:// URLs are not supported; use redis:// or rediss://")
-        if int(parsed.get("db", 0) or 0) != 0:
+        if str(parsed.get("db", 0) or 0) != "0":
             raise InvalidInputError("only database 0 exists on a Redis Cluster; drop the /db part")
         host = str(parsed.pop("host", "127.0.0.1"))
-        port = int(parsed.pop("port", 6379))
-        connection_class = parsed.pop("connection_class", Connection)
+        port = int(str(parsed.pop("port", 6379)))
+        connection_class: Any = parsed.pop("connection_class", Connection)
         if connection_options.pop("ssl", False):
             from redis.asyncio.connection import SSLConnection
 
             connection_class = SSLConnection
         parsed.update(connection_options)
-        max_conn = int(parsed.pop("max_connections", 16))
+        max_conn = int(str(parsed.pop("max_connections", 16)))
         return cls([NodeAddr(host, port)], parsed, connection_class, max_connections=max_conn)
 
     @classmethod
@@ -153,18 +158,20 @@ class Topology:
         if isinstance(client, RedisCluster):
             await client.initialize()
             kwargs = dict(client.get_connection_kwargs())
-            conn_class = kwargs.pop("connection_class", None) or _node_connection_class(client)
+            cluster_conn: Any = kwargs.pop("connection_class", None)
             seeds = [NodeAddr(n.host, int(n.port)) for n in client.get_nodes()]
-            return cls(seeds, kwargs, conn_class)
+            return cls(seeds, kwargs, cluster_conn or _node_connection_class(client))
         if isinstance(client, Redis):
             pool = client.connection_pool
             kwargs = dict(pool.connection_kwargs)
-            seeds = [NodeAddr(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))]
+            seeds = [NodeAddr(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port") or 6379))]
             if int(kwargs.get("db", 0) or 0) != 0:
                 raise InvalidInputError("only database 0 can be invalidated")
-            return cls(seeds, kwargs, pool.connection_class)
+            conn_class: Any = pool.connection_class
+            return cls(seeds, kwargs, conn_class)
         raise InvalidInputError(
-            f"expected redis.asyncio.RedisCluster or redis.asyncio.Redis, got {type(client).__name__}"
+            "expected redis.asyncio.RedisCluster or redis.asyncio.Redis, "
+            f"got {type(client).__name__}"
         )
 
     # -- clients ------------------------------------------------------------------------------
@@ -182,7 +189,7 @@ class Topology:
             max_connections=self._max_connections,
             **self._kwargs,
         )
-        created = Redis(connection_pool=pool)
+        created = Redis.from_pool(pool)  # the client owns its pool and closes it
         self._clients[node] = created
         return created
 
@@ -249,7 +256,7 @@ class Topology:
     async def _read_view(self, node: NodeAddr) -> ClusterView | None:
         client = self.client(node)
         try:
-            reply = await client.execute_command("CLUSTER", "SLOTS")
+            reply = await command(client, "CLUSTER", "SLOTS")
         except (NoPermissionError, AuthenticationError) as exc:
             raise ClusterPermissionError(
                 f"{node.name} refused the connection or CLUSTER SLOTS: {_describe(exc)}", node.name
@@ -267,7 +274,7 @@ class Topology:
         if view is not None and view.standalone:
             full = SlotSet.full()
             return NodeOwnership(full, SlotSet(), SlotSet())
-        raw = await self.client(node).execute_command("CLUSTER", "NODES")
+        raw = await command(self.client(node), "CLUSTER", "NODES")
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return parse_myself_line(text)
 
@@ -294,7 +301,7 @@ def _parse_cluster_slots(reply: Any, asked: NodeAddr) -> ClusterView | None:
         return NodeAddr(host, int(entry[1]))
 
     rows: Iterable[tuple[int, int, NodeAddr, list[NodeAddr]]]
-    if isinstance(reply, dict):  # redis-py's parsed form {(lo, hi): {"primary": .., "replicas": ..}}
+    if isinstance(reply, dict):  # redis-py's parsed form {(lo, hi): {"primary": ..}}
         rows = [
             (int(lo), int(hi), addr(v["primary"]), [addr(r) for r in v.get("replicas", [])])
             for (lo, hi), v in reply.items()

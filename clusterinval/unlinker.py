@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from redis.exceptions import (
@@ -30,8 +31,8 @@ from clusterinval.batching import SlotBatch
 from clusterinval.errors import ClusterPermissionError
 from clusterinval.options import InvalidatorOptions
 from clusterinval.ratelimit import KeyRateLimiter
-from clusterinval.retry import Backoff, classify, is_transient
-from clusterinval.topology import NodeAddr, Topology
+from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
+from clusterinval.topology import NodeAddr, Topology, command
 
 __all__ = ["NodeCounters", "Unlinker"]
 
@@ -55,6 +56,25 @@ while i <= n do
   i = i + count + 1
 end
 return {deleted, failed}
+"""
+
+# One SCAN step and the deletion of what it found, in one call: no key crosses the network. The
+# work per call is bounded by SCAN's COUNT, like a plain SCAN. Keys the node could not delete here
+# (their slot is being imported or moved) come back for the redirect-following path.
+_SCAN_UNLINK_SCRIPT = b"""#!lua flags=allow-cross-slot-keys
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys = r[2]
+local deleted = 0
+local failed = {}
+for i = 1, #keys do
+  local reply = redis.pcall('UNLINK', keys[i])
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = keys[i]
+  end
+end
+return {r[1], #keys, deleted, failed}
 """
 
 # Keys per script call: bounds how long one call can hold a node (~1 us per key).
@@ -83,7 +103,7 @@ class Unlinker:
         options: InvalidatorOptions,
         counters: dict[NodeAddr, NodeCounters],
         limiter: KeyRateLimiter,
-        on_error: list[tuple[str, str]],
+        on_error: list[tuple[str, ErrorKind]],
         *,
         command: str = "UNLINK",
     ) -> None:
@@ -100,6 +120,7 @@ class Unlinker:
         self._moved: dict[int, NodeAddr] = {}
         self._moved_generation = -1
         self._script_sha: dict[NodeAddr, bytes | None] = {}
+        self._scan_sha: dict[NodeAddr, bytes | None] = {}
 
     def counters(self, node: NodeAddr) -> NodeCounters:
         """The tallies for ``node`` (created on first use)."""
@@ -136,8 +157,10 @@ class Unlinker:
             last_error: BaseException | None = None
             outcomes: list[tuple[int, list[SlotBatch], BaseException | None]] = []
 
-            async def send(node: NodeAddr, node_batches: list[SlotBatch]) -> None:
-                outcomes.append(await self._send(node, node_batches))
+            async def send(
+                node: NodeAddr, node_batches: list[SlotBatch], sink: list[Any] = outcomes
+            ) -> None:
+                sink.append(await self._send(node, node_batches))
 
             async with anyio.create_task_group() as tg:
                 for node, node_batches in by_node.items():
@@ -202,17 +225,53 @@ class Unlinker:
             return False
 
     async def _script(self, node: NodeAddr) -> bytes | None:
-        if node in self._script_sha:
-            return self._script_sha[node]
+        return await self._load(node, _UNLINK_SCRIPT, self._script_sha)
+
+    async def _load(
+        self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None]
+    ) -> bytes | None:
+        if node in cache:
+            return cache[node]
         try:
-            sha = await self._topology.client(node).execute_command("SCRIPT", "LOAD", _UNLINK_SCRIPT)
+            sha = await command(self._topology.client(node), "SCRIPT", "LOAD", script)
         except ResponseError as exc:
             # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
             log.info("server scripts unavailable on %s (%s); using pipelined UNLINK", node, exc)
-            self._script_sha[node] = None
+            cache[node] = None
             return None
-        self._script_sha[node] = sha if isinstance(sha, bytes) else str(sha).encode()
-        return self._script_sha[node]
+        cache[node] = sha if isinstance(sha, bytes) else str(sha).encode()
+        return cache[node]
+
+    async def scan_unlink_ready(self, node: NodeAddr) -> bool:
+        """True when ``node`` can scan and delete in one server-side step."""
+        if not self._options.server_scripts or self._command != "UNLINK":
+            return False
+        try:
+            return await self._load(node, _SCAN_UNLINK_SCRIPT, self._scan_sha) is not None
+        except (RedisError, OSError):
+            return False
+
+    async def scan_unlink(
+        self, node: NodeAddr, cursor: int, match: bytes, count: int
+    ) -> tuple[int, int, int, list[bytes]]:
+        """One server-side SCAN step that deletes its matches: (cursor, matched, deleted, left)."""
+        sha = self._scan_sha.get(node)
+        if sha is None:
+            raise RuntimeError("scan_unlink_ready() must be checked first")
+        client = self._topology.client(node)
+        try:
+            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
+        except NoScriptError:
+            self._scan_sha.pop(node, None)  # script cache flushed (restart or failover)
+            if not await self.scan_unlink_ready(node):
+                raise
+            reply = await command(client, "EVALSHA", self._scan_sha[node], 0, cursor, match, count)
+        counters = self.counters(node)
+        counters.unlink_calls += 1
+        counters.scan_calls += 1
+        deleted = int(reply[2])
+        counters.deleted += deleted
+        return int(reply[0]), int(reply[1]), deleted, list(reply[3] or [])
 
     async def _send_script(
         self, node: NodeAddr, sha: bytes, batches: list[SlotBatch]
@@ -228,14 +287,14 @@ class Unlinker:
             keys_in_call = 0
             end = start
             while end < len(batches) and (keys_in_call < _SCRIPT_MAX_KEYS or end == start):
-                slot, keys = batches[end]
+                _slot, keys = batches[end]
                 offsets[len(argv) + 1] = batches[end]  # Lua's 1-based ARGV index of the count
                 argv.append(len(keys))
                 argv.extend(keys)
                 keys_in_call += len(keys)
                 end += 1
             try:
-                reply = await client.execute_command("EVALSHA", sha, 0, *argv)
+                reply = await command(client, "EVALSHA", sha, 0, *argv)
             except NoScriptError:
                 # Script cache flushed (restart, failover to a fresh replica): load it again.
                 self._script_sha.pop(node, None)
@@ -287,7 +346,7 @@ class Unlinker:
                 # one key at a time always has a single answer.
                 retry.extend((batch[0], [k]) for k in batch[1])
             elif isinstance(reply, ClusterCrossSlotError):
-                raise AssertionError(f"bug: cross-slot {self._command} for slot {batch[0]}: {reply}")
+                raise AssertionError(f"bug: cross-slot {self._command}, slot {batch[0]}: {reply}")
             elif is_transient(reply):
                 retry.append(batch)
             else:
@@ -333,8 +392,8 @@ class Unlinker:
     def _raise_permanent(self, node: NodeAddr, exc: BaseException) -> None:
         if classify(exc) == "permission":
             raise ClusterPermissionError(
-                f"{node.name} refused {self._command}: {exc}; check the ACL user's key patterns and "
-                "command permissions",
+                f"{node.name} refused {self._command}: {exc}; check the ACL user's key "
+                "patterns and command permissions",
                 node.name,
             ) from None
         raise exc

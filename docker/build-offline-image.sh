@@ -60,7 +60,6 @@ tar -C "$tree" --numeric-owner -cf - . | docker import \
     --change 'ENTRYPOINT ["/usr/local/bin/clusterinval-node"]' \
     --change 'CMD []' \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-    --change 'ENV REDIS_PORT=7000' \
     --change 'ENV REDIS_CLUSTER_NODE_TIMEOUT=5000' \
     --change 'WORKDIR /data' \
     --change "LABEL org.opencontainers.image.title=\"clusterinval redis cluster node (offline, redis $version)\"" \

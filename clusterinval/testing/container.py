@@ -373,6 +373,23 @@ class RedisClusterContainer:
             return f"slots still owned by node(s) that are stopped or paused: {dead}"
         return None
 
+    # -- data ----------------------------------------------------------------------------------
+
+    def flushall(self, timeout: float = 10.0) -> None:
+        """Empty every primary, then wait until every running replica is empty too."""
+        self._require_started()
+        for node in self.primaries():
+            _command(self.host, node.port, "FLUSHALL")
+
+        def nonempty() -> str | None:
+            for port in self._live_ports():
+                size = int(_command(self.host, port, "DBSIZE"))
+                if size:
+                    return f"node {port} still holds {size} keys"
+            return None
+
+        self._wait(_Deadline(timeout), nonempty, "FLUSHALL did not reach every node")
+
     # -- inspection ----------------------------------------------------------------------------
 
     @property

@@ -22,6 +22,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
@@ -109,6 +111,8 @@ def _client(host: str, port: int, timeout: float = _CMD_TIMEOUT_S) -> redis.Redi
         socket_connect_timeout=timeout,
         decode_responses=True,
         protocol=2,
+        # One try: a retrying client turns a paused node into a multi-second stall.
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -173,7 +177,7 @@ def _wait_ping(host: str, proc: RedisProcess, deadline: _Deadline) -> bool:
             pass
         if deadline.expired():
             raise LocalClusterError(
-                f"redis-server on port {proc.port} did not answer PING within "
+                f"redis-server on port {proc.port} (pid {proc.pid}) did not answer within "
                 f"{deadline.seconds:.0f}s"
             )
         time.sleep(_POLL_S)
@@ -228,18 +232,20 @@ class _NodeSet:
             for port in ports:
                 procs.append(self.spawn(port))
             for i in range(len(procs)):
-                procs[i] = self._ready_or_respawn(procs[i], deadline, taken)
+                self._ready_or_respawn(procs, i, deadline, taken)
         except BaseException:
             terminate_all(procs, timeout=5.0)
             raise
         return procs
 
     def _ready_or_respawn(
-        self, proc: RedisProcess, deadline: _Deadline, taken: set[int]
-    ) -> RedisProcess:
+        self, procs: list[RedisProcess], i: int, deadline: _Deadline, taken: set[int]
+    ) -> None:
+        """Wait for ``procs[i]``; if its port was taken meanwhile, replace it on a new port."""
         for _ in range(_SPAWN_ATTEMPTS):
+            proc = procs[i]
             if _wait_ping(self.host, proc, deadline):
-                return proc
+                return
             proc.reap()
             tail = log_tail(self.log_path(proc.port))
             if self.fixed_ports or "already in use" not in tail:
@@ -250,7 +256,7 @@ class _NodeSet:
             taken.add(proc.port)
             port = pick_ports(1, self.host, cluster_bus=self.cluster, avoid=taken)[0]
             taken.add(port)
-            proc = self.spawn(port)
+            procs[i] = self.spawn(port)
         raise LocalClusterError(f"could not find a free port after {_SPAWN_ATTEMPTS} attempts")
 
 

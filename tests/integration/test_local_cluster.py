@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from clusterinval.testing import LocalCluster, LocalClusterError, LocalRedis
+from clusterinval.testing import local as local_module
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free, pick_ports
 from clusterinval.testing.local import RedisServerNotFoundError
 
@@ -20,7 +25,13 @@ SLOT_COUNT = 16384
 
 
 def _node(host: str, port: int, timeout: float = 2.0) -> redis.Redis:
-    return redis.Redis(host=host, port=port, socket_timeout=timeout, decode_responses=True)
+    return redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _slot_owners(cluster: LocalCluster, port: int) -> dict[tuple[int, int], int]:
@@ -44,8 +55,9 @@ def _pid_running(pid: int) -> bool:
 
 
 def _cluster_client(cluster: LocalCluster) -> RedisCluster:
-    nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
-    return RedisCluster(startup_nodes=nodes, decode_responses=True)
+    # Any node will do as an entry point: use the last, which is a replica.
+    host, port = cluster.startup_nodes[-1]
+    return RedisCluster(host=host, port=port, decode_responses=True)
 
 
 class TestSessionCluster:
@@ -70,16 +82,19 @@ class TestSessionCluster:
             masters.append(int(info["master_port"]))
         assert sorted(masters) == sorted(primaries)
 
-    def test_cluster_client_reads_and_writes(self, cluster_url: str) -> None:
+    def test_cluster_client_reads_and_writes(
+        self, local_cluster: LocalCluster, cluster_url: str
+    ) -> None:
         client = redis.RedisCluster.from_url(cluster_url, decode_responses=True)
         try:
             for i in range(50):
                 client.set(f"k:{i}", str(i))
             assert [client.get(f"k:{i}") for i in range(50)] == [str(i) for i in range(50)]
-            sizes = client.dbsize(target_nodes=RedisCluster.PRIMARIES)
-            assert sum(sizes.values()) == 50
         finally:
             client.close()
+        sizes = [_dbsize(local_cluster.host, n.port) for n in local_cluster.primaries()]
+        assert sum(sizes) == 50
+        assert all(sizes), "keys spread over every primary"
 
     def test_flushall_empties_replicas(self, local_cluster: LocalCluster) -> None:
         client = _cluster_client(local_cluster)
@@ -135,6 +150,30 @@ class TestStandalone:
     def test_fixed_port_in_use_is_an_error(self, local_redis: LocalRedis) -> None:
         with pytest.raises(LocalClusterError, match="already in use"):
             LocalRedis(port=local_redis.port).start()
+
+    def test_port_taken_after_the_pick_moves_to_another(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Someone else binds the picked port before redis-server does: the launcher moves on.
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        calls: list[int] = []
+
+        def pick_taken_first(count: int, host: str = "127.0.0.1", **kw: Any) -> list[int]:
+            calls.append(count)
+            return [taken] if len(calls) == 1 else pick_ports(count, host, **kw)
+
+        monkeypatch.setattr(local_module, "pick_ports", pick_taken_first)
+        try:
+            with LocalRedis() as server:
+                assert server.port != taken
+                assert len(calls) == 2
+                with _node(server.host, server.port) as conn:
+                    assert conn.info("server")["process_id"] == server.pid
+        finally:
+            squatter.close()
 
     def test_stop_leaves_no_process_or_directory(self) -> None:
         server = LocalRedis().start()

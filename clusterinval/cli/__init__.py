@@ -1,0 +1,1 @@
+"""The ``clusterinval`` command line: invalidate, count, a local cluster, a demo."""

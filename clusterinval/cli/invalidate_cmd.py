@@ -1,0 +1,239 @@
+"""``clusterinval invalidate`` and ``clusterinval count``: one run against a cluster."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from clusterinval.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    err_console,
+    fail,
+    print_json,
+    print_result,
+)
+from clusterinval.compat import mask_credentials
+from clusterinval.engine import ProgressWatch
+from clusterinval.errors import (
+    ClusterConnectionError,
+    ClusterPermissionError,
+    InvalidationError,
+    InvalidInputError,
+)
+from clusterinval.invalidator import ClusterInvalidator
+from clusterinval.result import InvalidationResult
+
+__all__ = ["count", "invalidate", "resolve_url"]
+
+ENV_URL = "CLUSTERINVAL_URL"
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", "-u", help=f"Cluster URL (default: ${ENV_URL}, else `cluster up`'s)."),
+]
+KeyOpt = Annotated[
+    list[str] | None, typer.Option("--key", "-k", help="Exact key to delete (repeatable).")
+]
+PatternOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pattern", "-p", help="Redis glob of keys to delete (repeatable)."),
+]
+OperationOpt = Annotated[
+    str, typer.Option("--operation", "-o", help="operation_name: metric label and log tag.")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+]
+AllowAllOpt = Annotated[
+    bool, typer.Option("--allow-match-all", help="Allow a pattern that matches every key.")
+]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", min=0.001, help="Give up after S seconds.")
+]
+PushOpt = Annotated[
+    str | None,
+    typer.Option("--pushgateway", help="Push this run's metrics to a Prometheus Pushgateway."),
+]
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL given, else $CLUSTERINVAL_URL, else the running `cluster up` cluster's."""
+    if url:
+        return url
+    env = os.environ.get(ENV_URL)
+    if env:
+        return env
+    from clusterinval.testing.local import LocalCluster, LocalClusterError
+
+    try:
+        running = LocalCluster.from_state()
+    except LocalClusterError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    if running is not None:
+        return running.url
+    fail(
+        f"no cluster URL: pass --url redis://host:port, set {ENV_URL}, "
+        "or start a local cluster with `clusterinval cluster up`",
+        EXIT_BAD_INPUT,
+    )
+
+
+def invalidate(
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    pattern: PatternOpt = None,
+    operation: OperationOpt = "cache",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count and sample matches; delete nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+    allow_match_all: AllowAllOpt = False,
+    timeout: TimeoutOpt = None,
+    pushgateway: PushOpt = None,
+) -> None:
+    """Delete exact keys and every key matching the patterns, on every primary."""
+    _run(url, key, pattern, operation, dry_run, json_out, allow_match_all, timeout, pushgateway)
+
+
+def count(
+    url: UrlOpt = None,
+    pattern: PatternOpt = None,
+    key: KeyOpt = None,
+    operation: OperationOpt = "cache",
+    json_out: JsonOpt = False,
+    allow_match_all: AllowAllOpt = False,
+    timeout: TimeoutOpt = None,
+    pushgateway: PushOpt = None,
+) -> None:
+    """Count the keys an invalidation would delete, with a sample (a dry run)."""
+    _run(url, key, pattern, operation, True, json_out, allow_match_all, timeout, pushgateway)
+
+
+def _run(
+    url: str | None,
+    keys: list[str] | None,
+    patterns: list[str] | None,
+    operation: str,
+    dry_run: bool,
+    as_json: bool,
+    allow_match_all: bool,
+    timeout: float | None,
+    pushgateway: str | None,
+) -> None:
+    target = resolve_url(url)
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        options["timeout_s"] = timeout
+    registry = None
+    if pushgateway:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+    show_progress = not as_json and sys.stdout.isatty()
+    try:
+        result = anyio.run(
+            _invalidate, target, keys, patterns, operation, dry_run, allow_match_all, options,
+            registry, show_progress,
+        )
+    except InvalidationError as exc:
+        _push(pushgateway, registry)
+        if as_json:
+            print_json(exc.result.to_dict())
+        else:
+            print_result(exc.result)
+        err_console.print(
+            f"[bold red]incomplete:[/] {exc.result.uncovered_slot_count} slots not covered; "
+            f"{exc}", soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    except InvalidInputError as exc:
+        fail(str(exc), EXIT_BAD_INPUT, as_json=as_json)
+    except ClusterConnectionError as exc:
+        fail(f"cluster unreachable at {_safe(target)}: {exc}", EXIT_UNREACHABLE, as_json=as_json)
+    except ClusterPermissionError as exc:
+        fail(f"the server refused a command: {exc}", EXIT_REFUSED, as_json=as_json)
+    except ValueError as exc:  # redis-py's own URL parsing errors
+        fail(f"bad input: {exc}", EXIT_BAD_INPUT, as_json=as_json)
+    _push(pushgateway, registry)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_result(result)
+
+
+async def _invalidate(
+    url: str,
+    keys: list[str] | None,
+    patterns: list[str] | None,
+    operation: str,
+    dry_run: bool,
+    allow_match_all: bool,
+    options: dict[str, Any],
+    registry: Any,
+    show_progress: bool,
+) -> InvalidationResult:
+    async with ClusterInvalidator.from_url(url, registry=registry, **options) as inv:
+        if not show_progress:
+            return await inv.invalidate(
+                keys or None, patterns or None, operation, dry_run,
+                allow_match_all=allow_match_all,
+            )
+        watch = inv.progress_watch()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_show_progress, watch, operation, dry_run)
+            try:
+                result = await inv.invalidate(
+                    keys or None, patterns or None, operation, dry_run,
+                    allow_match_all=allow_match_all, progress=watch,
+                )
+            finally:
+                tg.cancel_scope.cancel()
+        return result
+
+
+async def _show_progress(watch: ProgressWatch, operation: str, dry_run: bool) -> None:
+    """A live bar of covered slots and keys found, redrawn until cancelled."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} slots"),
+        TextColumn("{task.fields[keys]} keys"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(
+            f"{operation} ({'counting' if dry_run else 'deleting'})", total=None, keys=0
+        )
+        while True:
+            snap = watch.snapshot()
+            found = snap.matched if dry_run else snap.deleted
+            bar.update(task, completed=snap.covered_slots, total=snap.slots_to_cover or None,
+                       keys=found)
+            await anyio.sleep(0.1)
+
+
+def _push(gateway: str | None, registry: Any) -> None:
+    if not gateway or registry is None:
+        return
+    try:
+        module = importlib.import_module("clusterinval.exposition")
+    except ImportError:
+        err_console.print("[yellow]warning:[/] metrics push is not available in this build")
+        return
+    try:
+        module.push_metrics(gateway, "clusterinval", registry)
+    except Exception as exc:  # a failed push must not change the outcome of the run
+        err_console.print(f"[yellow]warning:[/] could not push metrics to {gateway}: {exc}")
+
+
+def _safe(url: str) -> str:
+    return mask_credentials(url)

@@ -1,0 +1,91 @@
+"""Exit codes, error reporting and the rendering of results for the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Final, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from clusterinval.result import InvalidationResult
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INCOMPLETE",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "err_console",
+    "fail",
+    "out_console",
+    "print_json",
+    "print_result",
+]
+
+EXIT_OK: Final = 0
+EXIT_INCOMPLETE: Final = 1
+EXIT_BAD_INPUT: Final = 2
+EXIT_UNREACHABLE: Final = 3
+EXIT_REFUSED: Final = 4
+
+# stdout carries results only (one JSON object with --json); every message goes to stderr.
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """Write ``data`` as one JSON object on one line of stdout."""
+    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int, *, as_json: bool = False) -> NoReturn:
+    """Report ``message`` on stderr (and as a JSON error object with ``as_json``) and exit."""
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    if as_json:
+        print_json({"error": message, "exit_code": code})
+    raise typer.Exit(code)
+
+
+def print_result(result: InvalidationResult, *, show_nodes: bool = True) -> None:
+    """A human summary of ``result`` on stdout: totals, per node, per pattern, sample."""
+    verb = "would delete" if result.dry_run else "deleted"
+    count = result.matched if result.dry_run else result.deleted
+    state = "[green]complete[/]" if result.complete else "[bold red]INCOMPLETE[/]"
+    out_console.print(
+        f"[bold]{result.operation}[/]: {verb} [bold]{count}[/] keys "
+        f"(matched {result.matched}, scanned {result.scanned}) in {result.duration_s:.3f} s, "
+        f"{state}"
+    )
+    if result.per_pattern:
+        table = Table("pattern", "matched" if result.dry_run else "deleted", box=None)
+        for pattern, figure in result.per_pattern:
+            table.add_row(pattern, str(figure))
+        out_console.print(table)
+    if show_nodes and result.nodes:
+        errors = any(n.error for n in result.nodes)
+        table = Table(title="per primary", title_justify="left")
+        table.add_column("node", no_wrap=True)
+        for name in ("deleted", "matched", "scanned", "SCANs", "UNLINKs", "seconds"):
+            table.add_column(name, justify="right")
+        if errors:
+            table.add_column("error")
+        for n in result.nodes:
+            cells = [n.node, str(n.deleted), str(n.matched), str(n.scanned), str(n.scan_calls),
+                     str(n.unlink_calls), f"{n.duration_s:.3f}"]
+            table.add_row(*cells, *([n.error or ""] if errors else []))
+        out_console.print(table)
+    if result.dry_run and result.sample:
+        out_console.print("sample of matching keys:")
+        for key in result.sample:
+            out_console.print(f"  {key.decode('utf-8', 'backslashreplace')}", markup=False)
+    if not result.complete:
+        out_console.print(
+            f"[bold red]{result.uncovered_slot_count} of 16384 slots were not covered[/]"
+        )
+        for err in result.errors:
+            out_console.print(f"  {err}", markup=False)

@@ -1,0 +1,231 @@
+"""A drop-in ``RedisService``: the hand-written service's methods, log lines and never-raise.
+
+Switching an existing codebase is one import::
+
+    from clusterinval.compat import RedisService
+
+    await RedisService().invalidate_catalog_cache(endpoint_id=str(endpoint_id))
+
+Where it connects comes from ``url=`` or the ``CLUSTERINVAL_URL`` environment variable. Every
+invalidation method logs and returns ``None``; a failure is a WARNING, never an exception, so a
+cache problem cannot break the business operation that triggered it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from clusterinval.errors import InvalidationError
+from clusterinval.invalidator import ClusterInvalidator
+from clusterinval.result import InvalidationResult
+from clusterinval.rules import BUILTIN_RULES, Rule, render_rule
+
+__all__ = ["ENV_URL", "RedisService", "mask_credentials"]
+
+ENV_URL = "CLUSTERINVAL_URL"
+
+logger = logging.getLogger("clusterinval.compat")
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@")
+_RULE_METHOD = re.compile(r"^invalidate_(?P<rule>\w+?)_cache$")
+
+
+class RedisService:
+    """The seed service's invalidation API on top of one long-lived ClusterInvalidator.
+
+    Create it once per application (or use ``async with``) and ``await aclose()`` at shutdown;
+    the invalidator is opened on the first call and shared by concurrent calls.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        invalidator: ClusterInvalidator | None = None,
+        rules: Mapping[str, Rule] | None = None,
+        **options: Any,
+    ) -> None:
+        self._url = url or os.environ.get(ENV_URL) or None
+        self._options = options
+        self._invalidator = invalidator
+        self._owns_invalidator = invalidator is None
+        self._rules: Mapping[str, Rule] = BUILTIN_RULES if rules is None else rules
+        self._lock = anyio.Lock()
+        self._secrets = _secrets_of(self._url, options)
+        self.last_result: InvalidationResult | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The URL in use, with any password masked."""
+        return None if self._url is None else self._redact(self._url)
+
+    async def __aenter__(self) -> RedisService:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the invalidator this service opened (one passed in is left to its owner)."""
+        async with self._lock:
+            inv, self._invalidator = self._invalidator, None
+        if inv is not None and self._owns_invalidator:
+            await inv.aclose()
+
+    # -- the seed's API ----------------------------------------------------------------------
+
+    async def invalidate_cache_by_patterns(
+        self,
+        specific_keys: list[Any] | None = None,
+        patterns: list[Any] | None = None,
+        operation_name: str = "cache",
+    ) -> None:
+        """Delete ``specific_keys`` and every key matching ``patterns``; log, never raise."""
+        try:
+            inv = await self._get_invalidator()
+            result = await inv.invalidate(
+                keys=list(specific_keys) if specific_keys else None,
+                patterns=list(patterns) if patterns else None,
+                operation_name=operation_name,
+            )
+        except InvalidationError as exc:
+            self.last_result = exc.result
+            self._log_details(exc.result, specific_keys)
+            self._warn(operation_name, exc)
+            return
+        except Exception as exc:
+            # The contract of this facade: a cache failure never breaks the caller's operation.
+            self._warn(operation_name, exc)
+            return
+        self.last_result = result
+        self._log_details(result, specific_keys)
+        logger.info(
+            "Successfully invalidated %d %s cache entries", result.deleted, operation_name
+        )
+
+    async def invalidate_catalog_cache(self, endpoint_id: str | None = None) -> None:
+        """Drop the catalog list/search pages, and one model's detail when ``endpoint_id`` given."""
+        await self.invalidate_rule("catalog", endpoint_id=endpoint_id or None)
+
+    async def invalidate_user_cache(self, user_id: str) -> None:
+        """Drop one user's record, profile, sessions and project lists."""
+        await self.invalidate_rule("user", user_id=user_id)
+
+    async def invalidate_cluster_cache(self, cluster_id: str | None = None) -> None:
+        """Drop the cluster list pages, and one cluster's entries when ``cluster_id`` given."""
+        await self.invalidate_rule("cluster", cluster_id=cluster_id or None)
+
+    async def invalidate_rule(self, name: str, /, **params: Any) -> None:
+        """Run the named rule with ``params``; log, never raise (a bad rule call is a WARNING)."""
+        try:
+            keys, patterns, operation = render_rule(name, self._rules, **params)
+        except Exception as exc:
+            rule = self._rules.get(name) if isinstance(name, str) else None
+            operation = (rule.operation_name or rule.name) if rule is not None else str(name)
+            self._warn(operation, exc)
+            return
+        await self.invalidate_cache_by_patterns(
+            specific_keys=list(keys) or None,
+            patterns=list(patterns) or None,
+            operation_name=operation,
+        )
+
+    def __getattr__(self, attr: str) -> Callable[..., Awaitable[None]]:
+        # Custom rules get seed-style methods: a rule "tenant" is invalidate_tenant_cache(...).
+        match = _RULE_METHOD.match(attr)
+        rules = self.__dict__.get("_rules")
+        if match is None or rules is None or match["rule"] not in rules:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        name = match["rule"]
+
+        async def method(**params: Any) -> None:
+            await self.invalidate_rule(name, **params)
+
+        method.__name__ = attr
+        method.__doc__ = f"Run the {name!r} invalidation rule; log, never raise."
+        return method
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _get_invalidator(self) -> ClusterInvalidator:
+        inv = self._invalidator
+        if inv is not None:
+            return inv
+        async with self._lock:
+            if self._invalidator is not None:
+                return self._invalidator
+            if self._url is None:
+                raise LookupError(
+                    f"{ENV_URL} is unset and no url was given to RedisService; "
+                    f"set {ENV_URL}=redis://host:port or pass RedisService(url=...)"
+                )
+            inv = ClusterInvalidator.from_url(self._url, **self._options)
+            try:
+                await inv.open()
+            except BaseException:
+                # Do not keep a half-open client: the next call tries again from scratch.
+                with anyio.CancelScope(shield=True):
+                    await inv.aclose()
+                raise
+            self._invalidator = inv
+            return inv
+
+    def _log_details(self, result: InvalidationResult, specific_keys: Sequence[Any] | None) -> None:
+        op = result.operation
+        if specific_keys:
+            shown = [_plain(k) for k in specific_keys]
+            logger.debug(
+                "Invalidated %d specific %s cache keys: %s", result.exact_deleted, op, shown
+            )
+        for pattern, deleted in result.per_pattern:
+            logger.debug(
+                "Invalidated %d %s cache entries matching pattern: %s", deleted, op, pattern
+            )
+
+    def _warn(self, operation_name: object, exc: BaseException) -> None:
+        reason = self._redact(str(exc) or type(exc).__name__)
+        logger.warning("Failed to invalidate %s cache: %s", operation_name, reason)
+
+    def _redact(self, text: str) -> str:
+        text = mask_credentials(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def _secrets_of(url: str | None, options: Mapping[str, Any]) -> tuple[str, ...]:
+    secrets: list[str] = []
+    if url:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            secrets.append(password)
+    password_opt = options.get("password")
+    if isinstance(password_opt, str) and password_opt:
+        secrets.append(password_opt)
+    # Longest first, so a password containing another is masked whole.
+    return tuple(sorted(set(secrets), key=len, reverse=True))
+
+
+def _plain(key: object) -> object:
+    return key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key

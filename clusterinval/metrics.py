@@ -1,0 +1,299 @@
+"""Prometheus instruments of clusterinval, labelled by operation, with a cap on label cardinality.
+
+Every metric is listed with its meaning in ``docs/metrics.md``. The instruments are created once
+per ``CollectorRegistry`` and shared by every ``Metrics`` object built on that registry, so several
+invalidators in one process (all on the global registry by default) never collide with
+"Duplicated timeseries", and the cap on distinct ``operation`` values holds for the registry as a
+whole rather than per object.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Literal, get_args
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from clusterinval.errors import InvalidInputError, InvalidOperationNameError
+
+if TYPE_CHECKING:
+    from clusterinval.result import InvalidationResult
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "ERROR_KINDS",
+    "KEYS_BUCKETS",
+    "METRIC_NAMES",
+    "NODE_SCAN_BUCKETS",
+    "OUTCOMES",
+    "ErrorKind",
+    "Metrics",
+    "Outcome",
+]
+
+log = logging.getLogger("clusterinval.metrics")
+
+Outcome = Literal["complete", "partial", "failed"]
+ErrorKind = Literal[
+    "connection", "timeout", "permission", "redirect", "tryagain", "clusterdown",
+    "loading", "crossslot", "input", "other",
+]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+ERROR_KINDS: Final[tuple[ErrorKind, ...]] = get_args(ErrorKind)
+
+# 1 ms .. 5 min: an exact-key UNLINK takes about a millisecond, a pattern sweep of a large
+# keyspace minutes; the default timeout_s is 300 s, so the last finite bucket is the timeout.
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+# Fewer buckets per node: this histogram is multiplied by the number of primaries.
+NODE_SCAN_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+# Keys removed by one run: from "nothing matched" to a ten-million-key sweep.
+KEYS_BUCKETS: Final[tuple[float, ...]] = (
+    0, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 1_000_000, 10_000_000,
+)
+
+# Exposed family names (counters gain ``_total``, histograms ``_bucket``/``_sum``/``_count``).
+METRIC_NAMES: Final[tuple[str, ...]] = (
+    "clusterinval_invalidations_total",
+    "clusterinval_dry_runs_total",
+    "clusterinval_keys_deleted_total",
+    "clusterinval_keys_matched_total",
+    "clusterinval_keys_scanned_total",
+    "clusterinval_errors_total",
+    "clusterinval_invalidation_duration_seconds",
+    "clusterinval_keys_per_invalidation",
+    "clusterinval_node_scan_duration_seconds",
+    "clusterinval_node_keys_scanned_total",
+    "clusterinval_invalidations_in_progress",
+    "clusterinval_last_success_timestamp_seconds",
+)
+
+_LABEL_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+# A cluster has at most ~1000 nodes; this only guards against a node label churning without end
+# (e.g. containers getting new ports on every restart of a long-lived process).
+_MAX_NODES: Final = 1000
+_NODE_OVERFLOW: Final = "other"
+
+
+@dataclass(eq=False)
+class _Instruments:
+    """The collectors of one registry, and the label values already admitted on it."""
+
+    invalidations: Counter
+    dry_runs: Counter
+    deleted: Counter
+    matched: Counter
+    scanned: Counter
+    errors: Counter
+    duration: Histogram
+    keys_per_run: Histogram
+    node_scan: Histogram
+    node_scanned: Counter
+    in_progress: Gauge
+    last_success: Gauge
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    operations: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+    folded_warned: bool = False
+    nodes_warned: bool = False
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> _Instruments:
+        """Register every clusterinval collector on ``registry``."""
+        op = ("operation",)
+        return cls(
+            invalidations=Counter(
+                "clusterinval_invalidations", "Invalidation runs finished, by outcome.",
+                (*op, "outcome"), registry=registry),
+            dry_runs=Counter(
+                "clusterinval_dry_runs", "Runs made with dry_run=True (also counted in "
+                "clusterinval_invalidations_total).", op, registry=registry),
+            deleted=Counter(
+                "clusterinval_keys_deleted", "Keys removed (sum of UNLINK replies); dry runs "
+                "add nothing.", op, registry=registry),
+            matched=Counter(
+                "clusterinval_keys_matched", "Keys found to match (what a dry run would delete).",
+                op, registry=registry),
+            scanned=Counter(
+                "clusterinval_keys_scanned", "Keys examined by SCAN on the primaries.",
+                op, registry=registry),
+            errors=Counter(
+                "clusterinval_errors", "Errors met during invalidations, by kind (retried ones "
+                "included).", (*op, "error"), registry=registry),
+            duration=Histogram(
+                "clusterinval_invalidation_duration_seconds", "Wall time of one invalidation.",
+                op, buckets=DURATION_BUCKETS, registry=registry),
+            keys_per_run=Histogram(
+                "clusterinval_keys_per_invalidation", "Keys deleted by one (non-dry, not failed) "
+                "invalidation.", op, buckets=KEYS_BUCKETS, registry=registry),
+            node_scan=Histogram(
+                "clusterinval_node_scan_duration_seconds", "Time one primary spent on one run.",
+                (*op, "node"), buckets=NODE_SCAN_BUCKETS, registry=registry),
+            node_scanned=Counter(
+                "clusterinval_node_keys_scanned", "Keys examined by SCAN, per primary.",
+                (*op, "node"), registry=registry),
+            in_progress=Gauge(
+                "clusterinval_invalidations_in_progress", "Invalidations running now.",
+                op, registry=registry),
+            last_success=Gauge(
+                "clusterinval_last_success_timestamp_seconds", "Unix time the last complete "
+                "invalidation finished.", op, registry=registry),
+        )
+
+    def admit(self, operation: str) -> None:
+        """Export zeros for every child of a new operation, so rate() and ratios work at once."""
+        for outcome in OUTCOMES:
+            self.invalidations.labels(operation, outcome)
+        for kind in ERROR_KINDS:
+            self.errors.labels(operation, kind)
+        self.dry_runs.labels(operation)
+        self.deleted.labels(operation)
+        self.matched.labels(operation)
+        self.scanned.labels(operation)
+        self.duration.labels(operation)
+        self.keys_per_run.labels(operation)
+        self.in_progress.labels(operation)
+
+    def node_label(self, node: str) -> str:
+        """``node`` while fewer than _MAX_NODES were seen on this registry, else the overflow."""
+        with self.lock:
+            if node in self.nodes:
+                return node
+            if len(self.nodes) < _MAX_NODES:
+                self.nodes.add(node)
+                return node
+            warn = not self.nodes_warned
+            self.nodes_warned = True
+        if warn:
+            log.warning("more than %d distinct node labels; further nodes are counted as %r",
+                        _MAX_NODES, _NODE_OVERFLOW)
+        return _NODE_OVERFLOW
+
+
+# One set of instruments per registry; weak keys so a test's throwaway registry is freed.
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, _Instruments] = (
+    weakref.WeakKeyDictionary()
+)
+_BY_REGISTRY_LOCK = threading.Lock()
+
+
+def _instruments_for(registry: CollectorRegistry) -> _Instruments:
+    with _BY_REGISTRY_LOCK:
+        found = _BY_REGISTRY.get(registry)
+        if found is None:
+            found = _Instruments.create(registry)
+            _BY_REGISTRY[registry] = found
+        return found
+
+
+class Metrics:
+    """Records invalidations into Prometheus instruments labelled by a capped ``operation``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_operations: int = 100,
+        overflow_label: str = "other",
+    ) -> None:
+        if isinstance(max_operations, bool) or not isinstance(max_operations, int) \
+                or max_operations < 1:
+            raise InvalidInputError(f"max_operations must be a positive integer, "
+                                    f"got {max_operations!r}")
+        if not isinstance(overflow_label, str) or not _LABEL_VALUE.fullmatch(overflow_label):
+            raise InvalidInputError(f"overflow_label must be a short identifier, "
+                                    f"got {overflow_label!r}")
+        self._registry = REGISTRY if registry is None else registry
+        self._max = max_operations
+        self._overflow = overflow_label
+        self._inst = _instruments_for(self._registry)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry the instruments live in."""
+        return self._registry
+
+    @property
+    def max_operations(self) -> int:
+        """How many distinct operation values this object admits before folding."""
+        return self._max
+
+    @property
+    def overflow_label(self) -> str:
+        """The value every operation beyond the cap is counted under."""
+        return self._overflow
+
+    def operation_label(self, operation_name: str) -> str:
+        """The label value to record ``operation_name`` under: itself, or the overflow value."""
+        if not isinstance(operation_name, str) or not _LABEL_VALUE.fullmatch(operation_name):
+            raise InvalidOperationNameError(
+                f"operation_name must be a short identifier, got {operation_name!r}"
+            )
+        inst = self._inst
+        warn = False
+        with inst.lock:
+            if operation_name in inst.operations:
+                return operation_name
+            if operation_name == self._overflow or len(inst.operations) < self._max:
+                # The overflow value itself takes a slot the first time, so the series count
+                # stays within max_operations + 1 whatever callers pass.
+                label = operation_name
+            else:
+                label = self._overflow
+                warn = not inst.folded_warned
+                inst.folded_warned = True
+            new = label not in inst.operations
+            inst.operations.add(label)
+        if new:
+            inst.admit(label)
+        if warn:
+            log.warning(
+                "more than %d distinct operation_name values; %r and later new names are "
+                "counted as operation=%r (put ids in keys, not in operation_name)",
+                self._max, operation_name, self._overflow,
+            )
+        return label
+
+    def run_started(self, operation: str) -> None:
+        """Count a run as in progress."""
+        self._inst.in_progress.labels(self.operation_label(operation)).inc()
+
+    def run_finished(
+        self, operation: str, result: InvalidationResult, outcome: Outcome
+    ) -> None:
+        """Record a finished run: outcome, key counts, duration, per-node scan work."""
+        if outcome not in OUTCOMES:
+            raise InvalidInputError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        op = self.operation_label(operation)
+        inst = self._inst
+        inst.in_progress.labels(op).dec()
+        inst.invalidations.labels(op, outcome).inc()
+        inst.duration.labels(op).observe(max(result.duration_s, 0.0))
+        inst.scanned.labels(op).inc(max(result.scanned, 0))
+        inst.matched.labels(op).inc(max(result.matched, 0))
+        if result.dry_run:
+            inst.dry_runs.labels(op).inc()
+        else:
+            inst.deleted.labels(op).inc(max(result.deleted, 0))
+            if outcome != "failed":
+                inst.keys_per_run.labels(op).observe(max(result.deleted, 0))
+        for node in result.nodes:
+            node_label = inst.node_label(node.node)
+            inst.node_scan.labels(op, node_label).observe(max(node.duration_s, 0.0))
+            inst.node_scanned.labels(op, node_label).inc(max(node.scanned, 0))
+        if outcome == "complete":
+            inst.last_success.labels(op).set(time.time())
+
+    def error(self, operation: str, kind: ErrorKind) -> None:
+        """Count one error of ``kind`` (unknown kinds are counted as ``other``)."""
+        label: ErrorKind = kind if kind in ERROR_KINDS else "other"
+        self._inst.errors.labels(self.operation_label(operation), label).inc()

@@ -1,0 +1,153 @@
+"""pytest plugin: a throwaway Redis Cluster for your tests, local processes or Docker containers.
+
+Installed with clusterinval (entry point ``pytest11``), it adds:
+
+- the session fixture ``redis_cluster``: a running 3-primary, 1-replica-each cluster exposing
+  ``.url`` and ``.startup_nodes``. Its backend is ``--clusterinval-backend=local|docker`` or
+  ``$CLUSTERINVAL_TEST_BACKEND`` (default ``local``): ``local`` runs redis-server processes on
+  loopback ports (``LocalCluster``), ``docker`` runs one container per node
+  (``RedisClusterContainer``, image from ``$CLUSTERINVAL_REDIS_IMAGE``);
+- ``require_docker()``: skip the calling test (or fixture) with the reason when no Docker engine
+  or node image is usable, or fail it when ``CI`` is true, where a missing Docker is a broken CI
+  and not a reason to skip.
+
+Nothing heavy is imported until a fixture runs, so the plugin costs nothing to sessions that do
+not use it and needs neither testcontainers nor docker installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NoReturn, Protocol
+
+import pytest
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV",
+    "ClusterHandle",
+    "docker_problem",
+    "in_ci",
+    "redis_cluster",
+    "require_docker",
+    "unavailable",
+]
+
+BACKEND_ENV = "CLUSTERINVAL_TEST_BACKEND"
+BACKENDS = ("local", "docker")
+_OPTION = "--clusterinval-backend"
+
+
+class ClusterHandle(Protocol):
+    """What ``redis_cluster`` yields, whichever backend runs it."""
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of one node."""
+        ...
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """Every node as (host, port)."""
+        ...
+
+
+def in_ci() -> bool:
+    """Return True when the environment says it is CI (``CI`` set to true, 1 or yes)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str) -> NoReturn:
+    """Skip the current test with ``what`` as the reason; in CI, fail it, since CI must run it."""
+    if in_ci():
+        pytest.fail(f"CI=true, so this must run, but {what}", pytrace=False)
+    pytest.skip(what)
+
+
+def docker_problem(image: str | None = None) -> str | None:
+    """Say why Docker cannot run cluster nodes here (no library, engine, image); None if it can."""
+    try:
+        # docker.client, not the top-level package: the repository's docker/ folder would shadow
+        # the top-level name for type checkers run from the project root.
+        from docker.client import DockerClient
+        from docker.errors import DockerException, ImageNotFound
+    except ImportError:
+        return "the docker Python package is not installed (pip install 'clusterinval[testing]')"
+    from clusterinval.testing.container import default_image
+
+    image = image or default_image()
+    where = os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
+    try:
+        client = DockerClient.from_env(timeout=5)
+    except DockerException as exc:
+        return f"no Docker engine is reachable at {where}: {exc}"
+    try:
+        client.ping()
+        client.images.get(image)
+    except ImageNotFound:
+        return (
+            f"the node image {image!r} is not present; build it with docker/build-offline-image.sh "
+            f"(no registry needed) or `docker build -t {image} docker/`, or set "
+            "CLUSTERINVAL_REDIS_IMAGE to an image you have (e.g. redis:7.2)"
+        )
+    except DockerException as exc:
+        return f"the Docker engine at {where} does not answer: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def require_docker(image: str | None = None) -> None:
+    """Skip (or, in CI, fail) the current test with the reason Docker cannot run cluster nodes."""
+    problem = docker_problem(image)
+    if problem is not None:
+        unavailable(f"Docker tests cannot run: {problem}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add --clusterinval-backend."""
+    parser.getgroup("clusterinval").addoption(
+        _OPTION,
+        choices=BACKENDS,
+        default=None,
+        help=f"backend of the redis_cluster fixture (default: ${BACKEND_ENV} or 'local')",
+    )
+
+
+def _backend(config: pytest.Config) -> str:
+    chosen = config.getoption(_OPTION) or os.environ.get(BACKEND_ENV) or "local"
+    if chosen not in BACKENDS:
+        raise pytest.UsageError(f"{BACKEND_ENV}={chosen!r}: choose one of {', '.join(BACKENDS)}")
+    return str(chosen)
+
+
+def _local_cluster() -> Iterator[ClusterHandle]:
+    from clusterinval.testing.local import LocalCluster, RedisServerNotFoundError
+
+    cluster = LocalCluster(primaries=3, replicas=1)
+    try:
+        cluster.start(timeout=60)
+    except RedisServerNotFoundError as exc:
+        unavailable(f"the local backend needs redis-server: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _docker_cluster() -> Iterator[ClusterHandle]:
+    require_docker()
+    from clusterinval.testing.container import RedisClusterContainer
+
+    with RedisClusterContainer(primaries=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[ClusterHandle]:
+    """A running Redis Cluster (3 primaries, 1 replica each) with .url and .startup_nodes."""
+    if _backend(request.config) == "docker":
+        yield from _docker_cluster()
+    else:
+        yield from _local_cluster()
