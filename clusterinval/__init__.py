@@ -19,6 +19,8 @@ from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions
 from clusterinval.result import InvalidationResult, NodeResult
+from clusterinval.rules import Rule, RuleSet
+from clusterinval.sync import SyncClusterInvalidator
 
 __all__ = [
     "ClusterConnectionError",
@@ -36,6 +38,9 @@ __all__ = [
     "NodeResult",
     "Progress",
     "ProgressWatch",
+    "Rule",
+    "RuleSet",
+    "SyncClusterInvalidator",
 ]
 
 __version__ = "0.1.0"

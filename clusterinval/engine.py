@@ -299,7 +299,7 @@ class _Run:
 
     async def _list_slot(self, node: NodeAddr, scan_pass: ScanPass, index: int, slot: int) -> bool:
         client = self.topology.client(node)
-        count = int(await self._call(node, lambda: command(client, 
+        count = int(await self._call(node, lambda: command(client,
             "CLUSTER", "COUNTKEYSINSLOT", slot)))
         if count > _SLOT_LIST_LIMIT:
             return False
@@ -308,7 +308,7 @@ class _Run:
         self.out.scanned += count
         if count == 0:
             return True
-        keys = await self._call(node, lambda: command(client, 
+        keys = await self._call(node, lambda: command(client,
             "CLUSTER", "GETKEYSINSLOT", slot, count))
         counters.scan_calls += 1
         await self._consume_keys(node, scan_pass, index, list(keys), None)

@@ -16,8 +16,9 @@ class InvalidatorOptions:
 
     ``scan_count`` is the COUNT hint of each SCAN (work per call on the server, kept small so no
     call blocks a node for long); ``server_scan_count`` is the same for the server-side step that
-    also deletes what it finds (smaller, as that step does more per key); ``unlink_batch`` caps the keys of one UNLINK; ``buffer_keys`` caps
-    the keys a node's deleter holds before it must flush, which bounds client memory.
+    also deletes what it finds (smaller, as that step does more per key); ``unlink_batch`` caps
+    the keys of one UNLINK; ``buffer_keys`` caps the keys a node's deleters hold before they must
+    flush, which bounds client memory.
     """
 
     scan_count: int = 1000
@@ -41,8 +42,9 @@ class InvalidatorOptions:
     server_scripts: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("scan_count", "server_scan_count", "unlink_batch", "buffer_keys", "stream_depth",
-                     "deleters_per_node", "max_operation_names", "max_keys_per_call"):
+        for name in ("scan_count", "server_scan_count", "unlink_batch", "buffer_keys",
+                     "stream_depth", "deleters_per_node", "max_operation_names",
+                     "max_keys_per_call"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInputError(f"option {name} must be a positive integer, got {value!r}")

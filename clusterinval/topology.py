@@ -111,8 +111,9 @@ class Topology:
             raise InvalidInputError("at least one seed node is needed")
         self._seeds = list(seeds)
         kwargs = dict(connection_kwargs)
-        for drop in ("host", "port", "db", "decode_responses", "response_callbacks", "max_connections",
-                     "connection_class", "path", "retry"):
+        # Per-node settings are ours to choose; everything else (auth, TLS, timeouts) is kept.
+        for drop in ("host", "port", "db", "decode_responses", "response_callbacks",
+                     "max_connections", "connection_class", "path", "retry"):
             kwargs.pop(drop, None)
         kwargs.setdefault("socket_timeout", command_timeout_s)
         kwargs.setdefault("socket_connect_timeout", connect_timeout_s)
@@ -164,7 +165,8 @@ class Topology:
         if isinstance(client, Redis):
             pool = client.connection_pool
             kwargs = dict(pool.connection_kwargs)
-            seeds = [NodeAddr(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port") or 6379))]
+            host = str(kwargs.get("host", "127.0.0.1"))
+            seeds = [NodeAddr(host, int(kwargs.get("port") or 6379))]
             if int(kwargs.get("db", 0) or 0) != 0:
                 raise InvalidInputError("only database 0 can be invalidated")
             conn_class: Any = pool.connection_class

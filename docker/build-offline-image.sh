@@ -56,12 +56,29 @@ echo 'root:x:0:0:root:/root:/bin/sh' >"$tree/etc/passwd"
 echo 'root:x:0:' >"$tree/etc/group"
 
 version="$("$redis_server" --version | grep -o 'v=[0-9.]*' | cut -d= -f2)"
-tar -C "$tree" --numeric-owner -cf - . | docker import \
+# A reproducible tar (sorted, fixed times and owners) hashes the same for the same inputs, so an
+# image already built from identical files is kept instead of being replaced by a twin.
+tar -C "$tree" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$tree.tar" .
+trap 'rm -rf "$tree" "$tree.tar"' EXIT
+digest="$(sha256sum "$tree.tar" | cut -d' ' -f1)"
+label=org.clusterinval.tree-sha256
+if [[ "$(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null)" \
+        == "$digest" ]]; then
+    log "$image is up to date (redis $version)"
+    exit 0
+fi
+old_id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
+docker import \
     --change 'ENTRYPOINT ["/usr/local/bin/clusterinval-node"]' \
     --change 'CMD []' \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
     --change 'ENV REDIS_CLUSTER_NODE_TIMEOUT=5000' \
     --change 'WORKDIR /data' \
     --change "LABEL org.opencontainers.image.title=\"clusterinval redis cluster node (offline, redis $version)\"" \
-    - "$image" >/dev/null
+    --change "LABEL $label=$digest" \
+    "$tree.tar" "$image" >/dev/null
+if [[ -n "$old_id" ]]; then
+    # The previous build lost its tag; drop it unless a container still uses it.
+    docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
 log "built $image from $redis_server (redis $version)"

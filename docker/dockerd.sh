@@ -2,7 +2,8 @@
 # Start or stop a private Docker daemon for clusterinval's docker tests and compose cluster.
 #
 #   docker/dockerd.sh start [DIR]   start dockerd (data root DIR/data), wait for `docker info`
-#   docker/dockerd.sh stop  [DIR]   stop the dockerd recorded in DIR/dockerd.pid, wait for it to exit
+#   docker/dockerd.sh stop  [DIR]   remove containers left on it, stop the dockerd recorded in
+#                                   DIR/dockerd.pid by that PID, wait for it to exit
 #   docker/dockerd.sh status [DIR]  exit 0 when the recorded dockerd answers `docker info`
 #
 # DIR defaults to $CLUSTERINVAL_DOCKERD_DIR, else ${TMPDIR:-/tmp}/clusterinval-dockerd.
@@ -19,6 +20,9 @@ pidfile="$dir/dockerd.pid"
 logfile="$dir/dockerd.log"
 start_timeout="${CLUSTERINVAL_DOCKERD_START_TIMEOUT:-60}"
 stop_timeout="${CLUSTERINVAL_DOCKERD_STOP_TIMEOUT:-60}"
+
+# dockerd listens on the default socket, so docker, compose and testcontainers need no DOCKER_HOST.
+own_socket="unix:///var/run/docker.sock"
 
 log() { echo "dockerd.sh: $*" >&2; }
 
@@ -100,6 +104,20 @@ start() {
     log "dockerd $pid is ready"
 }
 
+remove_leftovers() {
+    # The daemon is private (its data root is ours), so whatever containers remain on it were
+    # started through it and are ours to remove; name them so a leak is visible.
+    local ids
+    local -a dk=(docker -H "$own_socket")
+    ids="$("${dk[@]}" ps -aq 2>/dev/null || true)"
+    if [[ -n "$ids" ]]; then
+        log "removing containers left behind:"
+        "${dk[@]}" ps -a --format '  {{.ID}} {{.Image}} {{.Names}} {{.Status}}' >&2 || true
+        # shellcheck disable=SC2086  # one ID per word
+        "${dk[@]}" rm -f -v $ids >/dev/null || true
+    fi
+}
+
 stop() {
     local pid deadline
     if ! pid="$(recorded_pid)"; then
@@ -107,6 +125,7 @@ stop() {
         rm -f "$pidfile"
         return 0
     fi
+    remove_leftovers
     kill -TERM "$pid"
     deadline=$((SECONDS + stop_timeout))
     while kill -0 "$pid" 2>/dev/null; do

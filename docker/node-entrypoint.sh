@@ -48,3 +48,4 @@ exec redis-server \
     --repl-diskless-sync-delay 0 \
     --daemonize no \
     "$@"
+# x

@@ -30,10 +30,10 @@ def _root(
 ) -> None:
     """Cache invalidation for Redis Cluster: exact keys and glob patterns on every primary."""
     # The command reports outcomes itself; library logs are opt-in so stderr stays readable.
+    # basicConfig leaves an application's (or pytest's) logging set-up alone.
     level = {0: logging.CRITICAL, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, level=level)
     logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
-    logging.getLogger("clusterinval").setLevel(level)
 
 
 app.command("invalidate")(invalidate_cmd.invalidate)

@@ -534,9 +534,8 @@ class LocalCluster:
 
     @property
     def nodes(self) -> list[LocalNode]:
-        """A snapshot of every node, with the role each reports now."""
-        self._require_started()
-        return [self._snapshot(p) for p in self._ports]
+        """A snapshot of every node, with the role each reports now (empty when not started)."""
+        return [self._snapshot(p) for p in self._ports if p in self._procs]
 
     def primaries(self) -> list[LocalNode]:
         """The running nodes that are primaries now."""
@@ -595,19 +594,21 @@ class LocalCluster:
     def flushall(self, timeout: float = 10.0) -> None:
         """Empty every primary, then wait until every replica is empty too."""
         self._require_started()
-        live = self._live_ports()
-        primaries = [p for p in live if self._query_role(p) == ROLE_PRIMARY]
-        for port in primaries:
-            _command(self.host, port, "FLUSHALL")
+        flushed: set[int] = set()
 
-        def nonempty() -> str | None:
+        def flush_then_check() -> str | None:
+            # Roles are asked each round: a failover may have moved the primary role meanwhile.
+            for port in self._live_ports():
+                if port not in flushed and self._query_role(port) == ROLE_PRIMARY:
+                    _command(self.host, port, "FLUSHALL")
+                    flushed.add(port)
             for port in self._live_ports():
                 size = int(_command(self.host, port, "DBSIZE"))
                 if size:
                     return f"{port} still holds {size} keys"
             return None
 
-        self._wait(_Deadline(timeout), nonempty, "flushall did not reach every node")
+        self._wait(_Deadline(timeout), flush_then_check, "flushall did not empty every node")
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ not use it and needs neither testcontainers nor docker installed.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from typing import NoReturn, Protocol
 
@@ -37,6 +38,7 @@ __all__ = [
 BACKEND_ENV = "CLUSTERINVAL_TEST_BACKEND"
 BACKENDS = ("local", "docker")
 _OPTION = "--clusterinval-backend"
+_DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 class ClusterHandle(Protocol):
@@ -72,12 +74,24 @@ def docker_problem(image: str | None = None) -> str | None:
         # the top-level name for type checkers run from the project root.
         from docker.client import DockerClient
         from docker.errors import DockerException, ImageNotFound
-    except ImportError:
-        return "the docker Python package is not installed (pip install 'clusterinval[testing]')"
-    from clusterinval.testing.container import default_image
+
+        from clusterinval.testing.container import default_image
+    except ImportError as exc:
+        missing = exc.name or "a Docker client package"
+        return f"{missing} is not installed (pip install 'clusterinval[testing]')"
 
     image = image or default_image()
-    where = os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
+    host = os.environ.get("DOCKER_HOST") or _DEFAULT_DOCKER_HOST
+    where = host
+    if host.startswith("unix://"):
+        # Probe the socket first: docker-py leaks its socket when the connect fails.
+        path = host.removeprefix("unix://")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(path)
+            except OSError as exc:
+                return f"no Docker engine listens on {where}: {exc.strerror or exc}"
     try:
         client = DockerClient.from_env(timeout=5)
     except DockerException as exc:
@@ -87,12 +101,13 @@ def docker_problem(image: str | None = None) -> str | None:
         client.images.get(image)
     except ImageNotFound:
         return (
-            f"the node image {image!r} is not present; build it with docker/build-offline-image.sh "
-            f"(no registry needed) or `docker build -t {image} docker/`, or set "
-            "CLUSTERINVAL_REDIS_IMAGE to an image you have (e.g. redis:7.2)"
+            f"the node image {image!r} is not present; build it from the clusterinval repository "
+            f"with docker/build-offline-image.sh (no registry needed) or `docker build -t {image} "
+            "docker/`, or set CLUSTERINVAL_REDIS_IMAGE to an image you have (e.g. redis:7.2)"
         )
-    except DockerException as exc:
-        return f"the Docker engine at {where} does not answer: {exc}"
+    except Exception as exc:
+        # DockerException, or requests' and the socket's own errors, which docker-py lets through.
+        return f"the Docker engine at {where} does not answer: {type(exc).__name__}: {exc}"
     finally:
         client.close()
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -35,7 +36,7 @@ class TestArguments:
             ({"base_port": 60000}, "no room"),
         ],
     )
-    def test_bad_arguments(self, kwargs: dict[str, int], message: str) -> None:
+    def test_bad_arguments(self, kwargs: dict[str, Any], message: str) -> None:
         with pytest.raises(ValueError, match=message):
             RedisClusterContainer(**kwargs)
 

@@ -193,8 +193,11 @@ class TestPorts:
         assert all(is_port_free("127.0.0.1", p + BUS_OFFSET) for p in ports)
 
     def test_missing_server_binary_says_how_to_install(self) -> None:
+        cluster = LocalCluster(redis_server="no-such-redis-server-binary")
         with pytest.raises(RedisServerNotFoundError, match="apt-get install redis-server"):
-            LocalCluster(redis_server="no-such-redis-server-binary").start()
+            cluster.start()
+        assert cluster.nodes == []
+        cluster.stop()
 
 
 class TestDetached:
