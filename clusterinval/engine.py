@@ -31,7 +31,7 @@ from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.slots import SlotSet
 from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology, command
-from clusterinval.unlinker import NodeCounters, Unlinker
+from clusterinval.unlinker import NodeCounters, ScriptCache, Unlinker
 
 __all__ = ["Engine", "EngineOutcome", "Progress", "ProgressWatch"]
 
@@ -86,6 +86,7 @@ class Engine:
         self._topology = topology
         self._options = options
         self._limiter = KeyRateLimiter(options.keys_per_second)
+        self._scripts = ScriptCache()
         self._view_read_at = -1e9
         self._slots_by_view: tuple[int, dict[NodeAddr, SlotSet]] = (-1, {})
 
@@ -162,7 +163,7 @@ class _Run:
         watch.slots_to_cover = len(plan.slots_to_cover)
         self.unlinker = Unlinker(
             self.topology, self.options, out.nodes, engine._limiter, out.errors,
-            command="EXISTS" if dry_run else "UNLINK",
+            command="EXISTS" if dry_run else "UNLINK", scripts=engine._scripts,
         )
         self._seen_sample: set[bytes] = set()
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
 
 from clusterinval.engine import Engine, EngineOutcome, ProgressWatch
 from clusterinval.errors import (
@@ -124,7 +125,12 @@ class ClusterInvalidator:
         async with self._open_lock:
             if self._engine is None:
                 assert self._client is not None
-                self._topology = await Topology.from_client(self._client)
+                try:
+                    self._topology = await Topology.from_client(self._client)
+                except (RedisError, OSError) as exc:
+                    raise ClusterConnectionError(
+                        f"could not reach the cluster through the given client: {exc}"
+                    ) from None
                 self._engine = Engine(self._topology, self._options)
         return self._engine
 

@@ -265,12 +265,7 @@ class RuleSet(Mapping[str, Rule]):
             self._rules[rule.name] = rule
 
     def __getitem__(self, name: str) -> Rule:
-        try:
-            return self._rules[name]
-        except KeyError:
-            raise InvalidInputError(
-                f"no rule named {name!r}; known rules: {', '.join(sorted(self._rules)) or 'none'}"
-            ) from None
+        return self._rules[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rules)
@@ -286,7 +281,7 @@ class RuleSet(Mapping[str, Rule]):
 
     def render(self, name: str, /, **params: Any) -> Rendered:
         """Render the rule called ``name`` with ``params``."""
-        return self[name].render(**params)
+        return _lookup(self, name).render(**params)
 
     def merged(self, other: Iterable[Rule] | Mapping[str, Rule]) -> RuleSet:
         """A new set with ``other``'s rules added, replacing same-named ones."""
@@ -409,11 +404,13 @@ def render_rule(
         return rule.render(**params)
     if not isinstance(rule, str):
         raise InvalidInputError(f"a rule is a name or a Rule, got {rule!r}")
-    table = BUILTIN_RULES if rules is None else rules
-    if isinstance(table, RuleSet):
-        return table.render(rule, **params)
-    if rule not in table:
+    return _lookup(BUILTIN_RULES if rules is None else rules, rule).render(**params)
+
+
+def _lookup(rules: Mapping[str, Rule], name: str) -> Rule:
+    try:
+        return rules[name]
+    except KeyError:
         raise InvalidInputError(
-            f"no rule named {rule!r}; known rules: {', '.join(sorted(table)) or 'none'}"
-        )
-    return table[rule].render(**params)
+            f"no rule named {name!r}; known rules: {', '.join(sorted(rules)) or 'none'}"
+        ) from None

@@ -34,7 +34,7 @@ from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.topology import NodeAddr, Topology, command
 
-__all__ = ["NodeCounters", "Unlinker"]
+__all__ = ["NodeCounters", "ScriptCache", "Unlinker"]
 
 log = logging.getLogger("clusterinval.engine")
 
@@ -94,6 +94,14 @@ class NodeCounters:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class ScriptCache:
+    """SHA of each script per node (None where the node refused it)."""
+
+    batch: dict[NodeAddr, bytes | None] = field(default_factory=dict)
+    scan_step: dict[NodeAddr, bytes | None] = field(default_factory=dict)
+
+
 class Unlinker:
     """Routes slot batches to their owners and deletes them."""
 
@@ -106,6 +114,7 @@ class Unlinker:
         on_error: list[tuple[str, ErrorKind]],
         *,
         command: str = "UNLINK",
+        scripts: ScriptCache | None = None,
     ) -> None:
         # command is UNLINK to delete, or EXISTS to count for a dry run (same routing, no effect).
         self._command = command
@@ -119,8 +128,10 @@ class Unlinker:
         # Slots a MOVED reply told us about, used until the next topology refresh.
         self._moved: dict[int, NodeAddr] = {}
         self._moved_generation = -1
-        self._script_sha: dict[NodeAddr, bytes | None] = {}
-        self._scan_sha: dict[NodeAddr, bytes | None] = {}
+        # Which nodes took which script (None: refused), shared across runs of one engine.
+        cache = scripts if scripts is not None else ScriptCache()
+        self._script_sha = cache.batch
+        self._scan_sha = cache.scan_step
 
     def counters(self, node: NodeAddr) -> NodeCounters:
         """The tallies for ``node`` (created on first use)."""

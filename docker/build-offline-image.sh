@@ -3,6 +3,8 @@
 #
 #   docker/build-offline-image.sh            tag: ${CLUSTERINVAL_REDIS_IMAGE:-clusterinval/redis-node:local}
 #
+# Idempotent: when the image was already built from identical files it is left as it is.
+#
 # The image is `docker import` of a prepared tree: the host's redis-server and redis-cli (Debian's
 # redis package), every library `ldd` lists for them, the dynamic loader, /bin/sh (dash) for the
 # entry point, and docker/node-entrypoint.sh as /usr/local/bin/clusterinval-node. The entry point,

@@ -48,4 +48,3 @@ exec redis-server \
     --repl-diskless-sync-delay 0 \
     --daemonize no \
     "$@"
-# x

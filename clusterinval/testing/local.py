@@ -22,9 +22,18 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from clusterinval.testing._node import (
+    Deadline,
+    LocalClusterError,
+    NodeSpawner,
+    RedisServerNotFoundError,
+    node_command,
+    node_info,
+    parse_fields,
+    resolve_binary,
+    wait_ready,
+)
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
 
@@ -40,21 +49,11 @@ __all__ = [
 
 SLOT_COUNT = 16384
 _POLL_S = 0.02
-_CMD_TIMEOUT_S = 1.0
-_SPAWN_ATTEMPTS = 4
 _STATE_FILE = "state.json"
 _STATE_VERSION = 1
 
 ROLE_PRIMARY = "primary"
 ROLE_REPLICA = "replica"
-
-
-class LocalClusterError(RuntimeError):
-    """Raised when a local redis-server or cluster cannot be started, joined or reached."""
-
-
-class RedisServerNotFoundError(LocalClusterError):
-    """Raised when the redis-server binary is not installed."""
 
 
 @dataclass(frozen=True)
@@ -90,174 +89,6 @@ def default_state_dir() -> Path:
     home = os.environ.get("CLUSTERINVAL_HOME")
     base = Path(home) if home else Path.home() / ".clusterinval"
     return base / "cluster"
-
-
-def _resolve_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RedisServerNotFoundError(
-            f"redis-server not found (looked for {name!r} on PATH). Install it with "
-            "`sudo apt-get install redis-server` (Debian/Ubuntu; `brew install redis` on macOS), "
-            "or pass redis_server=/path/to/redis-server."
-        )
-    return path
-
-
-def _client(host: str, port: int, timeout: float = _CMD_TIMEOUT_S) -> redis.Redis:
-    return redis.Redis(
-        host=host,
-        port=port,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        protocol=2,
-        # One try: a retrying client turns a paused node into a multi-second stall.
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def _command(host: str, port: int, *args: Any, timeout: float = _CMD_TIMEOUT_S) -> Any:
-    """Run one command on one node over a short-lived connection."""
-    with _client(host, port, timeout) as conn:
-        return conn.execute_command(*args)
-
-
-def _info(host: str, port: int, section: str, timeout: float = _CMD_TIMEOUT_S) -> dict[str, Any]:
-    with _client(host, port, timeout) as conn:
-        info: dict[str, Any] = conn.info(section)
-        return info
-
-
-def _parse_fields(text: str) -> dict[str, str]:
-    """Parse "key:value" lines such as CLUSTER INFO's reply."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition(":")
-        if sep:
-            fields[key] = value
-    return fields
-
-
-def _base_args(binary: str, host: str, port: int, workdir: Path) -> list[str]:
-    return [
-        binary,
-        "--port", str(port),
-        "--bind", host,
-        "--save", "",
-        "--appendonly", "no",
-        "--daemonize", "no",
-        "--dir", str(workdir),
-    ]  # fmt: skip
-
-
-class _Deadline:
-    """A point in time that waits are measured against."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self._end
-
-
-def _wait_ping(host: str, proc: RedisProcess, deadline: _Deadline) -> bool:
-    """Wait until the server answers; return False if its process ended first."""
-    while True:
-        if not proc.alive():
-            return False
-        try:
-            # Another server may hold the port (our bind failed): only our PID's answer counts.
-            if _info(host, proc.port, "server", timeout=0.5).get("process_id") == proc.pid:
-                return True
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-            pass
-        if deadline.expired():
-            raise LocalClusterError(
-                f"redis-server on port {proc.port} (pid {proc.pid}) did not answer within "
-                f"{deadline.seconds:.0f}s"
-            )
-        time.sleep(_POLL_S)
-
-
-class _NodeSet:
-    """Spawns redis-server processes by position, moving to a fresh port when a port is taken."""
-
-    def __init__(
-        self,
-        binary: str,
-        host: str,
-        workdir: Path,
-        extra_args: Sequence[str],
-        fixed_ports: bool,
-        detach: bool,
-    ) -> None:
-        self.binary = binary
-        self.host = host
-        self.workdir = workdir
-        self.extra_args = list(extra_args)
-        self.fixed_ports = fixed_ports
-        self.detach = detach
-        self.cluster = False
-
-    def argv(self, port: int) -> list[str]:
-        args = _base_args(self.binary, self.host, port, self.workdir)
-        if self.cluster:
-            args += [
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
-                # Replicas sync an empty data set at once instead of waiting 5 s for company.
-                "--repl-diskless-sync", "yes",
-                "--repl-diskless-sync-delay", "0",
-            ]  # fmt: skip
-        return args + self.extra_args
-
-    def log_path(self, port: int) -> Path:
-        return self.workdir / f"redis-{port}.log"
-
-    def spawn(self, port: int) -> RedisProcess:
-        return RedisProcess.spawn(
-            self.argv(port), port, self.workdir, self.log_path(port), detach=self.detach
-        )
-
-    def start_all(
-        self, ports: list[int], deadline: _Deadline, taken: set[int]
-    ) -> list[RedisProcess]:
-        """Start one server per port in parallel and wait for each; return them in order."""
-        procs: list[RedisProcess] = []
-        try:
-            for port in ports:
-                procs.append(self.spawn(port))
-            for i in range(len(procs)):
-                self._ready_or_respawn(procs, i, deadline, taken)
-        except BaseException:
-            terminate_all(procs, timeout=5.0)
-            raise
-        return procs
-
-    def _ready_or_respawn(
-        self, procs: list[RedisProcess], i: int, deadline: _Deadline, taken: set[int]
-    ) -> None:
-        """Wait for ``procs[i]``; if its port was taken meanwhile, replace it on a new port."""
-        for _ in range(_SPAWN_ATTEMPTS):
-            proc = procs[i]
-            if _wait_ping(self.host, proc, deadline):
-                return
-            proc.reap()
-            tail = log_tail(self.log_path(proc.port))
-            if self.fixed_ports or "already in use" not in tail:
-                raise LocalClusterError(
-                    f"redis-server on port {proc.port} exited at start; its log ends:\n{tail}"
-                )
-            # Another user took the port between our check and the bind: move on.
-            taken.add(proc.port)
-            port = pick_ports(1, self.host, cluster_bus=self.cluster, avoid=taken)[0]
-            taken.add(port)
-            procs[i] = self.spawn(port)
-        raise LocalClusterError(f"could not find a free port after {_SPAWN_ATTEMPTS} attempts")
 
 
 class LocalCluster:
@@ -298,7 +129,7 @@ class LocalCluster:
         self._procs: dict[int, RedisProcess] = {}
         self._roles: dict[int, str] = {}
         self._paused: set[int] = set()
-        self._nodeset: _NodeSet | None = None
+        self._nodeset: NodeSpawner | None = None
         self._atexit_registered = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -307,13 +138,13 @@ class LocalCluster:
         """Start the servers, build the cluster and wait until it is healthy; return self."""
         if self._procs:
             raise LocalClusterError("this LocalCluster is already started")
-        binary = _resolve_binary(self.redis_server)
-        deadline = _Deadline(timeout)
+        binary = resolve_binary(self.redis_server)
+        deadline = Deadline(timeout)
         if detach:
             self._claim_state_dir()
         self._detached = detach
         self._workdir, self._owns_workdir = self._make_workdir(detach)
-        nodeset = _NodeSet(
+        nodeset = NodeSpawner(
             binary,
             self.host,
             self._workdir,
@@ -402,13 +233,13 @@ class LocalCluster:
 
     # -- building the cluster ----------------------------------------------------------------
 
-    def _create(self, deadline: _Deadline) -> None:
+    def _create(self, deadline: Deadline) -> None:
         host = self.host
         primaries = self._ports[: self.primary_count]
-        ids = {port: str(_command(host, port, "CLUSTER", "MYID")) for port in self._ports}
+        ids = {port: str(node_command(host, port, "CLUSTER", "MYID")) for port in self._ports}
         for epoch, port in enumerate(self._ports, start=1):
             # Distinct epochs up front spare the nodes a round of collision resolution.
-            _command(host, port, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
+            node_command(host, port, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         for i, port in enumerate(primaries):
             lo = i * SLOT_COUNT // self.primary_count
             hi = (i + 1) * SLOT_COUNT // self.primary_count - 1
@@ -417,26 +248,26 @@ class LocalCluster:
         for i, port in enumerate(self._ports):
             # Every pair meets directly: waiting for gossip to spread the news takes ~1 s more.
             for other in self._ports[i + 1 :]:
-                _command(host, port, "CLUSTER", "MEET", host, other)
+                node_command(host, port, "CLUSTER", "MEET", host, other)
         self._wait(deadline, lambda: self._join_problem(ids), "nodes did not all meet")
         for i, primary in enumerate(primaries):
             start = self.primary_count + i * self.replica_count
             for replica in self._ports[start : start + self.replica_count]:
-                _command(host, replica, "CLUSTER", "REPLICATE", ids[primary])
+                node_command(host, replica, "CLUSTER", "REPLICATE", ids[primary])
                 self._roles[replica] = ROLE_REPLICA
 
     def _add_slots(self, port: int, lo: int, hi: int) -> None:
         try:
-            _command(self.host, port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            node_command(self.host, port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
         except redis.ResponseError:
             # Redis 6.2 has no ADDSLOTSRANGE.
-            _command(self.host, port, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))
+            node_command(self.host, port, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))
 
     def _join_problem(self, ids: dict[int, str]) -> str | None:
         """Say which node does not yet know every other node as a connected peer, if any."""
         want = set(ids.values())
         for port in self._ports:
-            text = str(_command(self.host, port, "CLUSTER", "NODES"))
+            text = str(node_command(self.host, port, "CLUSTER", "NODES"))
             seen: set[str] = set()
             for line in text.splitlines():
                 parts = line.split()
@@ -452,7 +283,7 @@ class LocalCluster:
                 return f"{port} knows {len(seen & want)} of {len(want)} nodes"
         return None
 
-    def _wait(self, deadline: _Deadline, probe: Any, what: str) -> None:
+    def _wait(self, deadline: Deadline, probe: Any, what: str) -> None:
         problem: str | None = "not checked"
         while True:
             try:
@@ -470,7 +301,7 @@ class LocalCluster:
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every live node is ok, agrees on slot owners, and replica links are up."""
         self._require_started()
-        self._wait(_Deadline(timeout), self._health_problem, "cluster not healthy")
+        self._wait(Deadline(timeout), self._health_problem, "cluster not healthy")
 
     def _live_ports(self) -> list[int]:
         return [p for p in self._ports if p not in self._paused and self._procs[p].alive()]
@@ -481,11 +312,11 @@ class LocalCluster:
             return "no node is running"
         views: dict[int, tuple[tuple[int, int, int], ...]] = {}
         for port in live:
-            state = _parse_fields(str(_command(self.host, port, "CLUSTER", "INFO")))
+            state = parse_fields(str(node_command(self.host, port, "CLUSTER", "INFO")))
             if state.get("cluster_state") != "ok":
                 return f"{port} reports cluster_state:{state.get('cluster_state')}"
             views[port] = self._slot_view(port)
-            repl = _info(self.host, port, "replication")
+            repl = node_info(self.host, port, "replication")
             if repl.get("role") == "slave":
                 self._roles[port] = ROLE_REPLICA
                 if repl.get("master_link_status") != "up":
@@ -505,7 +336,7 @@ class LocalCluster:
         return None
 
     def _slot_view(self, port: int) -> tuple[tuple[int, int, int], ...]:
-        reply = _command(self.host, port, "CLUSTER", "SLOTS")
+        reply = node_command(self.host, port, "CLUSTER", "SLOTS")
         return tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in reply))
 
     # -- inspection --------------------------------------------------------------------------
@@ -569,7 +400,7 @@ class LocalCluster:
 
     def _query_role(self, port: int) -> str | None:
         try:
-            reply = _command(self.host, port, "ROLE")
+            reply = node_command(self.host, port, "ROLE")
         except redis.RedisError:
             return None
         return ROLE_REPLICA if str(reply[0]) == "slave" else ROLE_PRIMARY
@@ -582,7 +413,7 @@ class LocalCluster:
         for node in nodes:
             if node.alive and not node.paused:
                 try:
-                    info = _parse_fields(str(_command(self.host, node.port, "CLUSTER", "INFO")))
+                    info = parse_fields(str(node_command(self.host, node.port, "CLUSTER", "INFO")))
                 except redis.RedisError:
                     continue
                 state = info.get("cluster_state", "unknown")
@@ -600,15 +431,15 @@ class LocalCluster:
             # Roles are asked each round: a failover may have moved the primary role meanwhile.
             for port in self._live_ports():
                 if port not in flushed and self._query_role(port) == ROLE_PRIMARY:
-                    _command(self.host, port, "FLUSHALL")
+                    node_command(self.host, port, "FLUSHALL")
                     flushed.add(port)
             for port in self._live_ports():
-                size = int(_command(self.host, port, "DBSIZE"))
+                size = int(node_command(self.host, port, "DBSIZE"))
                 if size:
                     return f"{port} still holds {size} keys"
             return None
 
-        self._wait(_Deadline(timeout), flush_then_check, "flushall did not empty every node")
+        self._wait(Deadline(timeout), flush_then_check, "flushall did not empty every node")
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -644,7 +475,7 @@ class LocalCluster:
         self._paused.discard(port)
         new = self._nodeset.spawn(port)
         self._procs[port] = new
-        if not _wait_ping(self.host, new, _Deadline(timeout)):
+        if not wait_ready(self.host, new, Deadline(timeout)):
             raise LocalClusterError(
                 f"node {port} exited on restart; its log ends:\n"
                 f"{log_tail(self._nodeset.log_path(port))}"
@@ -738,7 +569,7 @@ class LocalCluster:
             return None
         binary = shutil.which(cluster.redis_server)
         if binary is not None:
-            nodeset = _NodeSet(
+            nodeset = NodeSpawner(
                 binary, cluster.host, workdir, cluster._node_args(), fixed_ports=True, detach=True
             )
             nodeset.cluster = True
@@ -777,14 +608,14 @@ class LocalRedis:
         """Start the server and wait until it answers PING; return self."""
         if self._proc is not None:
             raise LocalClusterError("this LocalRedis is already started")
-        binary = _resolve_binary(self.redis_server)
+        binary = resolve_binary(self.redis_server)
         if self._requested_workdir is not None:
             self._requested_workdir.mkdir(parents=True, exist_ok=True)
             self._workdir, self._owns_workdir = self._requested_workdir, False
         else:
             self._workdir = Path(tempfile.mkdtemp(prefix="clusterinval-redis-"))
             self._owns_workdir = True
-        nodeset = _NodeSet(
+        nodeset = NodeSpawner(
             binary,
             self.host,
             self._workdir,
@@ -794,7 +625,7 @@ class LocalRedis:
         )
         try:
             port = self._requested_port or pick_ports(1, self.host, cluster_bus=False)[0]
-            self._proc = nodeset.start_all([port], _Deadline(timeout), {port})[0]
+            self._proc = nodeset.start_all([port], Deadline(timeout), {port})[0]
         except BaseException:
             self._cleanup_dir()
             raise
@@ -843,7 +674,7 @@ class LocalRedis:
 
     def flushall(self) -> None:
         """Empty the server."""
-        _command(self.host, self.port, "FLUSHALL")
+        node_command(self.host, self.port, "FLUSHALL")
 
     def __enter__(self) -> Self:
         if self._proc is None:

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 @pytest.mark.parametrize("server_scripts", [True, False], ids=["script", "pipeline"])
 async def test_slots_migrate_mid_run(make_cluster, server_scripts: bool) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(replicas=0)
-    keys = make_keyset(150_000, 20_000)
+    keys = make_keyset(100_000, 20_000)
     fill(cluster.url, keys)
     src, dst = (n.port for n in cluster.primaries()[:2])
     slots = owned_slots(src)[:300]
@@ -24,7 +24,7 @@ async def test_slots_migrate_mid_run(make_cluster, server_scripts: bool) -> None
     results: list[InvalidationResult] = []
     moved: list[int] = []
     async with ClusterInvalidator.from_url(
-        cluster.url, registry=CollectorRegistry(), keys_per_second=40_000, timeout_s=60,
+        cluster.url, registry=CollectorRegistry(), keys_per_second=15_000, timeout_s=60,
         server_scripts=server_scripts, scan_count=200,
     ) as inv:
         watch = inv.progress_watch()

@@ -6,7 +6,16 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from prom_server import PrometheusServer, find_binary, missing, ready, wait_for, write_config
+from prom_server import (
+    PrometheusServer,
+    Pushgateway,
+    find_binary,
+    missing,
+    stop_process,
+    wait_for,
+    wait_ready,
+    write_config,
+)
 from prometheus_client import CollectorRegistry
 
 from clusterinval.exposition import start_metrics_server
@@ -55,23 +64,31 @@ def prometheus_server(
         process=process, log_path=log_path, config_path=config,
     )
     try:
-        def up() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"prometheus exited with {process.returncode}:\n{server.log_tail()}",
-                            pytrace=False)
-            return ready(server.url)
-
-        wait_for(up, 30, "prometheus /-/ready")
+        wait_ready(server.url, process, log_path, "prometheus")
         wait_for(lambda: server.scalar(f'up{{job="{SCRAPE_JOB}"}}') == 1.0, 30,
                  "prometheus to scrape the exporter")
         yield server
     finally:
-        # Stop exactly the process started here, by its PID.
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+        stop_process(process)
         exporter.close()
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
+    """Debian's Pushgateway on 127.0.0.1:<free port> (skip, or fail in CI, when missing)."""
+    binary = find_binary("prometheus-pushgateway")
+    if binary is None:
+        missing("prometheus-pushgateway", "prometheus-pushgateway")
+    log_path = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    (port,) = pick_ports(1, cluster_bus=False)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    gateway = Pushgateway(url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        wait_ready(gateway.url, process, log_path, "pushgateway")
+        yield gateway
+    finally:
+        stop_process(process)

@@ -33,9 +33,9 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name)
 
 
-def missing(what: str) -> NoReturn:
+def missing(what: str, package: str = "prometheus") -> NoReturn:
     """Skip on a developer's machine; in CI a missing Prometheus is a failure."""
-    reason = f"{what} is not installed (apt-get install -y --no-install-recommends prometheus)"
+    reason = f"{what} is not installed (apt-get install -y --no-install-recommends {package})"
     if _in_ci():
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
@@ -118,3 +118,39 @@ def write_config(path: Path, exporter_port: int, job: str) -> None:
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{exporter_port}']\n"
     )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop exactly this process (by its PID): SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
+    """Wait until ``url``/-/ready answers 200; fail at once with the log if the process died."""
+
+    def check() -> bool:
+        if process.poll() is not None:
+            log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log}", pytrace=False)
+        return ready(url)
+
+    wait_for(check, 30, f"{what} /-/ready")
+
+
+@dataclass
+class Pushgateway:
+    """A running Pushgateway."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def metrics_text(self) -> str:
+        """What the gateway exposes to Prometheus right now."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            return bytes(resp.read()).decode()
