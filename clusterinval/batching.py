@@ -7,6 +7,7 @@ The cap on held keys keeps memory flat however many keys match.
 
 from __future__ import annotations
 
+from binascii import crc_hqx
 from collections.abc import Iterable
 
 from clusterinval.slots import key_slot
@@ -19,8 +20,16 @@ SlotBatch = tuple[int, list[bytes]]
 def group_by_slot(keys: Iterable[bytes], max_batch: int) -> list[SlotBatch]:
     """Keys grouped by slot, each group split into chunks of at most ``max_batch`` keys."""
     groups: dict[int, list[bytes]] = {}
+    get = groups.get
+    crc = crc_hqx
     for k in keys:
-        groups.setdefault(key_slot(k), []).append(k)
+        # Most keys carry no hash tag: hash them inline (this loop sees every key of a run).
+        slot = key_slot(k) if b"{" in k else crc(k, 0) & 0x3FFF
+        bucket = get(slot)
+        if bucket is None:
+            groups[slot] = [k]
+        else:
+            bucket.append(k)
     out: list[SlotBatch] = []
     for slot, ks in groups.items():
         for i in range(0, len(ks), max_batch):
@@ -51,8 +60,9 @@ class SlotBatcher:
         ready: list[SlotBatch] = []
         buckets = self._buckets
         max_batch = self.max_batch
+        crc = crc_hqx
         for k in keys:
-            slot = key_slot(k)
+            slot = key_slot(k) if b"{" in k else crc(k, 0) & 0x3FFF
             bucket = buckets.get(slot)
             if bucket is None:
                 bucket = buckets[slot] = []

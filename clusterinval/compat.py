@@ -28,9 +28,10 @@ from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 from clusterinval.rules import BUILTIN_RULES, Rule, render_rule
 
-__all__ = ["ENV_URL", "RedisService", "mask_credentials"]
+__all__ = ["DEFAULT_TIMEOUT_S", "ENV_URL", "RedisService", "mask_credentials"]
 
 ENV_URL = "CLUSTERINVAL_URL"
+DEFAULT_TIMEOUT_S = 30.0
 
 logger = logging.getLogger("clusterinval.compat")
 
@@ -54,7 +55,8 @@ class RedisService:
         **options: Any,
     ) -> None:
         self._url = url or os.environ.get(ENV_URL) or None
-        self._options = options
+        # A request path must not wait minutes for a cache: a shorter deadline than the core's.
+        self._options = {"timeout_s": DEFAULT_TIMEOUT_S, **options}
         self._invalidator = invalidator
         self._owns_invalidator = invalidator is None
         self._rules: Mapping[str, Rule] = BUILTIN_RULES if rules is None else rules

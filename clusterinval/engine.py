@@ -27,7 +27,7 @@ from clusterinval.batching import SlotBatcher, group_by_slot
 from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, ScanPass
-from clusterinval.ratelimit import KeyRateLimiter
+from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.slots import SlotSet
 from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology, command
@@ -42,6 +42,8 @@ log = logging.getLogger("clusterinval.engine")
 _SLOT_LIST_LIMIT = 5000
 # A view older than this is re-read at the start of a run (MOVED replies refresh it sooner).
 _VIEW_TTL_S = 5.0
+# How long a pass waits for a replica to catch up with its primary before scanning the primary.
+_REPLICA_CATCH_UP_S = 1.0
 # Exact keys are handled this many at a time, bounding the batches held in memory.
 _EXACT_CHUNK = 20_000
 
@@ -86,6 +88,8 @@ class Engine:
         self._topology = topology
         self._options = options
         self._limiter = KeyRateLimiter(options.keys_per_second)
+        self._governor = (LatencyGovernor(options.adaptive_latency_ms)
+                          if options.adaptive_latency_ms else None)
         self._scripts = ScriptCache()
         self._view_read_at = -1e9
         self._slots_by_view: tuple[int, dict[NodeAddr, SlotSet]] = (-1, {})
@@ -116,11 +120,18 @@ class Engine:
         run = _Run(self, plan, out, dry_run, watch or ProgressWatch())
         await self.ensure_view()
         with anyio.move_on_after(self._options.timeout_s) as scope:
-            async with anyio.create_task_group() as tg:
-                if plan.keys or plan.literal_origins:
-                    tg.start_soon(run.exact_keys)
-                if plan.passes:
-                    tg.start_soon(run.scan_passes)
+            try:
+                async with anyio.create_task_group() as tg:
+                    if plan.keys or plan.literal_origins:
+                        tg.start_soon(run.exact_keys)
+                    if plan.passes:
+                        tg.start_soon(run.scan_passes)
+            except anyio.get_cancelled_exc_class():
+                if not scope.cancel_called:  # cancelled by the caller, not by our deadline
+                    log.warning(
+                        "run cancelled: %d keys deleted, %d matched, %d of %d slots covered",
+                        out.deleted, out.matched, run.watch.covered, run.watch.slots_to_cover)
+                raise
         if scope.cancelled_caught:
             out.timed_out = True
             out.messages.append(f"deadline of {self._options.timeout_s:g} s passed")
@@ -283,10 +294,17 @@ class _Run:
 
     async def _call(self, node: NodeAddr, fn: Any, attempts: int = 3) -> Any:
         """One node command with a timeout and a few quick retries for transient errors."""
+        governor = self.engine._governor
         for attempt in range(1, attempts + 1):
             try:
+                if governor is not None:
+                    await governor.pace(node)
+                sent = anyio.current_time()
                 with anyio.fail_after(self.options.command_timeout_s):
-                    return await fn()
+                    value = await fn()
+                if governor is not None:
+                    governor.observe(node, anyio.current_time() - sent)
+                return value
             except (RedisError, OSError, TimeoutError) as exc:
                 if classify(exc) == "permission":
                     raise ClusterPermissionError(
@@ -299,31 +317,31 @@ class _Run:
         raise AssertionError("unreachable")
 
     async def _list_slot(self, node: NodeAddr, scan_pass: ScanPass, index: int, slot: int) -> bool:
+        """Serve a one-slot pass with one bounded GETKEYSINSLOT; False when the slot is too big."""
         client = self.topology.client(node)
-        count = int(await self._call(node, lambda: command(client,
-            "CLUSTER", "COUNTKEYSINSLOT", slot)))
-        if count > _SLOT_LIST_LIMIT:
+        # Asking for one key more than the limit tells "too big" without a COUNTKEYSINSLOT.
+        keys = await self._call(node, lambda: command(
+            client, "CLUSTER", "GETKEYSINSLOT", slot, _SLOT_LIST_LIMIT + 1))
+        if len(keys) > _SLOT_LIST_LIMIT:
             return False
         counters = self.unlinker.counters(node)
-        counters.scanned += count
-        self.out.scanned += count
-        if count == 0:
-            return True
-        keys = await self._call(node, lambda: command(client,
-            "CLUSTER", "GETKEYSINSLOT", slot, count))
         counters.scan_calls += 1
-        await self._consume_keys(node, scan_pass, index, list(keys), None)
+        counters.scanned += len(keys)
+        self.out.scanned += len(keys)
+        if keys:
+            await self._consume_keys(node, scan_pass, index, list(keys), None)
         return True
 
     async def _scan_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         client = self.topology.client(node)
         counters = self.unlinker.counters(node)
         size = int(await self._call(node, client.dbsize))
-        if (not self.dry_run and scan_pass.server_exact
+        source = await self._scan_source(node) if self.options.scan_on_replicas else node
+        if (source == node and not self.dry_run and scan_pass.server_exact
                 and await self.unlinker.scan_unlink_ready(node)):
             await self._scan_unlink_node(node, scan_pass, index)
         else:
-            await self._scan_then_delete(node, scan_pass, index)
+            await self._scan_then_delete(node, scan_pass, index, source)
         counters.scanned += size
         self.out.scanned += size
 
@@ -350,9 +368,41 @@ class _Run:
             if cursor == 0:
                 return
 
-    async def _scan_then_delete(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
-        """SCAN here, delete in deleter tasks fed through a bounded stream."""
-        client = self.topology.client(node)
+    async def _scan_source(self, node: NodeAddr) -> NodeAddr:
+        """A replica of ``node`` that has caught up with it, to SCAN on; else ``node`` itself.
+
+        The replica must have applied the primary's whole replication stream as of now, so every
+        key written before the pass started is visible to its SCAN; one that lags longer than
+        ``_REPLICA_CATCH_UP_S`` is skipped. Coverage is still judged on the primary's ownership.
+        """
+        view = self.topology.view
+        replicas = view.replicas.get(node, ()) if view is not None else ()
+        if not replicas:
+            return node
+        primary = self.topology.client(node)
+        info = await self._call(node, lambda: primary.info("replication"))
+        target = int(info.get("master_repl_offset", 0))
+        for replica in replicas:
+            client = self.topology.client(replica)
+            try:
+                with anyio.move_on_after(_REPLICA_CATCH_UP_S):
+                    while True:
+                        rinfo = await self._call(replica, lambda c=client: c.info("replication"))
+                        if (rinfo.get("master_link_status") == "up"
+                                and int(rinfo.get("slave_repl_offset", -1)) >= target):
+                            return replica
+                        await anyio.sleep(0.02)  # polling the replica's offset, bounded above
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.info("replica %s of %s not usable for SCAN: %s", replica, node, _short(exc))
+        log.info("no replica of %s caught up; scanning the primary", node)
+        return node
+
+    async def _scan_then_delete(
+        self, node: NodeAddr, scan_pass: ScanPass, index: int, source: NodeAddr | None = None
+    ) -> None:
+        """SCAN ``source`` (``node`` or its replica), delete on the owners through a stream."""
+        source = source or node
+        client = self.topology.client(source)
         counters = self.unlinker.counters(node)
         send, recv = anyio.create_memory_object_stream[list[bytes]](self.options.stream_depth)
         failure: list[BaseException] = []
@@ -368,7 +418,7 @@ class _Run:
                 try:
                     while True:
                         cursor, keys = await self._call(
-                            node, lambda c=cursor: client.scan(c, match=match, count=count)
+                            source, lambda c=cursor: client.scan(c, match=match, count=count)
                         )
                         counters.scan_calls += 1
                         self.watch.scan_calls += 1

@@ -136,7 +136,8 @@ class _Instruments:
                 "clusterinval_keys_per_invalidation", "Keys deleted by one (non-dry, not failed) "
                 "invalidation.", op, buckets=KEYS_BUCKETS, registry=registry),
             node_scan=Histogram(
-                "clusterinval_node_scan_duration_seconds", "Time one primary spent on one run.",
+                "clusterinval_node_scan_duration_seconds", "Time one primary spent on one run "
+                "that scanned it.",
                 (*op, "node"), buckets=NODE_SCAN_BUCKETS, registry=registry),
             node_scanned=Counter(
                 "clusterinval_node_keys_scanned", "Keys examined by SCAN, per primary.",
@@ -287,6 +288,9 @@ class Metrics:
             if outcome != "failed":
                 inst.keys_per_run.labels(op).observe(max(result.deleted, 0))
         for node in result.nodes:
+            if node.scan_calls < 1:
+                # Exact keys only reached this node: no scan, nothing to time as scan work.
+                continue
             node_label = inst.node_label(node.node)
             inst.node_scan.labels(op, node_label).observe(max(node.duration_s, 0.0))
             inst.node_scanned.labels(op, node_label).inc(max(node.scanned, 0))

@@ -39,6 +39,7 @@ class InvalidatorOptions:
     keys_per_second: float | None = None
     node_keys_per_second: float | None = None
     scan_on_replicas: bool = False
+    adaptive_latency_ms: float | None = None
     server_scripts: bool = True
 
     def __post_init__(self) -> None:
@@ -54,7 +55,7 @@ class InvalidatorOptions:
                 raise InvalidInputError(f"option {name} must be a positive number, got {value!r}")
         if self.retries < 0 or self.sample_size < 0 or self.backoff_base_s < 0:
             raise InvalidInputError("options retries, sample_size, backoff_base_s must be >= 0")
-        for name in ("keys_per_second", "node_keys_per_second"):
+        for name in ("keys_per_second", "node_keys_per_second", "adaptive_latency_ms"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise InvalidInputError(f"option {name} must be a positive number or None")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-__all__ = ["KeyRateLimiter"]
+__all__ = ["KeyRateLimiter", "LatencyGovernor"]
 
 
 class KeyRateLimiter:
@@ -30,3 +30,42 @@ class KeyRateLimiter:
         if deficit > 0:
             # Pacing, not synchronisation: the debt is paid by waiting it out.
             await anyio.sleep(deficit / rate)
+
+
+class LatencyGovernor:
+    """Adaptive pacing: waits longer before a node's next call while its latency is above target.
+
+    Additive-increase / multiplicative-decrease on a per-node pause: a call slower than the target
+    doubles the pause (from ``floor_s``, up to ``max_pause_s``); a call at or under the target
+    halves it, and a pause under ``floor_s`` drops to zero, so a healthy node runs at full speed.
+    """
+
+    def __init__(self, target_ms: float, *, floor_s: float = 0.002, max_pause_s: float = 0.5
+                 ) -> None:
+        self.target_s = target_ms / 1000.0
+        self.floor_s = floor_s
+        self.max_pause_s = max_pause_s
+        self._pause: dict[object, float] = {}
+        self.slowed = 0  # calls that came back over the target (for tests and logs)
+
+    def pause_of(self, node: object) -> float:
+        """The pause in force for ``node``, in seconds."""
+        return self._pause.get(node, 0.0)
+
+    def observe(self, node: object, latency_s: float) -> None:
+        """Feed the round-trip time of one call to ``node``."""
+        pause = self._pause.get(node, 0.0)
+        if latency_s > self.target_s:
+            self.slowed += 1
+            pause = min(self.max_pause_s, max(pause * 2.0, self.floor_s))
+        else:
+            pause = pause / 2.0
+            if pause < self.floor_s:
+                pause = 0.0
+        self._pause[node] = pause
+
+    async def pace(self, node: object) -> None:
+        """Wait the pause in force for ``node`` (no wait while it keeps up)."""
+        pause = self._pause.get(node, 0.0)
+        if pause > 0:
+            await anyio.sleep(pause)  # pacing, not synchronisation

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 __all__ = ["SLOT_COUNT", "SlotSet", "hash_tag", "key_slot"]
 
 SLOT_COUNT = 16384
+_ALL = (1 << SLOT_COUNT) - 1
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -31,22 +32,37 @@ def key_slot(key: bytes) -> int:
     return crc_hqx(key, 0) & 0x3FFF
 
 
+def _check(slot: int) -> int:
+    if not 0 <= slot < SLOT_COUNT:
+        raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
+    return slot
+
+
+def _span(lo: int, hi: int) -> int:
+    return ((1 << (hi - lo + 1)) - 1) << lo if hi >= lo else 0
+
+
 class SlotSet:
-    """A mutable set of slot numbers (0..16383) backed by a bitmap."""
+    """A mutable set of slot numbers (0..16383), one bit per slot in a Python int."""
 
     __slots__ = ("_bits",)
 
     def __init__(self, slots: Iterable[int] = ()) -> None:
-        self._bits = bytearray(SLOT_COUNT)
+        bits = 0
         for s in slots:
-            self.add(s)
+            bits |= 1 << _check(s)
+        self._bits = bits
+
+    @classmethod
+    def _of(cls, bits: int) -> SlotSet:
+        out = cls()
+        out._bits = bits
+        return out
 
     @classmethod
     def full(cls) -> SlotSet:
         """Every slot."""
-        out = cls()
-        out._bits[:] = b"\x01" * SLOT_COUNT
-        return out
+        return cls._of(_ALL)
 
     @classmethod
     def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> SlotSet:
@@ -58,55 +74,41 @@ class SlotSet:
 
     def add(self, slot: int) -> None:
         """Add one slot."""
-        self._bits[_check(slot)] = 1
+        self._bits |= 1 << _check(slot)
 
     def add_range(self, lo: int, hi: int) -> None:
         """Add the inclusive range ``lo..hi``."""
-        _check(lo)
-        _check(hi)
-        if hi >= lo:
-            self._bits[lo : hi + 1] = b"\x01" * (hi - lo + 1)
+        self._bits |= _span(_check(lo), _check(hi))
 
     def discard(self, slot: int) -> None:
         """Remove one slot if present."""
-        self._bits[_check(slot)] = 0
+        self._bits &= ~(1 << _check(slot))
 
     def update(self, other: SlotSet) -> None:
         """Add every slot of ``other``."""
-        for i, b in enumerate(other._bits):
-            if b:
-                self._bits[i] = 1
+        self._bits |= other._bits
 
     def difference(self, other: SlotSet) -> SlotSet:
         """Slots in this set and not in ``other``."""
-        out = SlotSet()
-        out._bits[:] = bytes(a & (1 - b) for a, b in zip(self._bits, other._bits, strict=True))
-        return out
+        return SlotSet._of(self._bits & ~other._bits)
 
     def intersection(self, other: SlotSet) -> SlotSet:
         """Slots in both sets."""
-        out = SlotSet()
-        out._bits[:] = bytes(a & b for a, b in zip(self._bits, other._bits, strict=True))
-        return out
+        return SlotSet._of(self._bits & other._bits)
 
     def copy(self) -> SlotSet:
         """An independent copy."""
-        out = SlotSet()
-        out._bits[:] = self._bits
-        return out
+        return SlotSet._of(self._bits)
 
     def __contains__(self, slot: object) -> bool:
-        return isinstance(slot, int) and 0 <= slot < SLOT_COUNT and bool(self._bits[slot])
+        return isinstance(slot, int) and 0 <= slot < SLOT_COUNT and bool(self._bits >> slot & 1)
 
     def __len__(self) -> int:
-        return self._bits.count(1)
+        return self._bits.bit_count()
 
     def __iter__(self) -> Iterator[int]:
-        bits = self._bits
-        i = bits.find(1)
-        while i != -1:
-            yield i
-            i = bits.find(1, i + 1)
+        for lo, hi in self.ranges():
+            yield from range(lo, hi + 1)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SlotSet) and self._bits == other._bits
@@ -117,21 +119,19 @@ class SlotSet:
         """The set as sorted, maximal inclusive ranges."""
         out: list[tuple[int, int]] = []
         bits = self._bits
-        lo = bits.find(1)
-        while lo != -1:
-            hi = bits.find(0, lo)
-            if hi == -1:
-                hi = SLOT_COUNT
-            out.append((lo, hi - 1))
-            lo = bits.find(1, hi)
+        pos = 0
+        while bits:
+            # Skip the zeros, then measure the run of ones.
+            zeros = (bits & -bits).bit_length() - 1
+            bits >>= zeros
+            pos += zeros
+            ones = (~bits & (bits + 1)).bit_length() - 1
+            out.append((pos, pos + ones - 1))
+            bits >>= ones
+            pos += ones
         return out
 
     def __repr__(self) -> str:
-        shown = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in self.ranges()[:8])
-        return f"SlotSet({len(self)} slots: {shown}{'...' if len(self.ranges()) > 8 else ''})"
-
-
-def _check(slot: int) -> int:
-    if not 0 <= slot < SLOT_COUNT:
-        raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
-    return slot
+        ranges = self.ranges()
+        shown = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in ranges[:8])
+        return f"SlotSet({len(self)} slots: {shown}{'...' if len(ranges) > 8 else ''})"

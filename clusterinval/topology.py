@@ -75,11 +75,26 @@ class ClusterView:
     owners: tuple[NodeAddr | None, ...]
     replicas: Mapping[NodeAddr, tuple[NodeAddr, ...]] = field(default_factory=dict)
     standalone: bool = False
+    # Slots per primary, derived once from ``owners`` (runs read it for every job).
+    _by_node: dict[NodeAddr, SlotSet] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        by_node = self._by_node
+        start = 0
+        owners = self.owners
+        for i in range(1, len(owners) + 1):
+            if i == len(owners) or owners[i] is not owners[start]:
+                node = owners[start]
+                if node is not None:
+                    by_node.setdefault(node, SlotSet()).add_range(start, i - 1)
+                start = i
 
     @property
     def primaries(self) -> tuple[NodeAddr, ...]:
         """Every node that owns at least one slot, sorted."""
-        return tuple(sorted({o for o in self.owners if o is not None}))
+        return tuple(sorted(self._by_node))
 
     def owner(self, slot: int) -> NodeAddr | None:
         """The primary serving ``slot``, or None when no node serves it."""
@@ -87,11 +102,15 @@ class ClusterView:
 
     def slots_of(self, node: NodeAddr) -> SlotSet:
         """The slots ``node`` serves in this view."""
-        return SlotSet(i for i, o in enumerate(self.owners) if o == node)
+        found = self._by_node.get(node)
+        return found.copy() if found is not None else SlotSet()
 
     def unowned(self) -> SlotSet:
         """Slots no node serves (a failover in progress, or a broken cluster)."""
-        return SlotSet(i for i, o in enumerate(self.owners) if o is None)
+        owned = SlotSet()
+        for s in self._by_node.values():
+            owned.update(s)
+        return SlotSet.full().difference(owned)
 
 
 class Topology:

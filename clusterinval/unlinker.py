@@ -33,6 +33,7 @@ from clusterinval.options import InvalidatorOptions
 from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.topology import NodeAddr, Topology, command
+from clusterinval.wire import pack, send_many
 
 __all__ = ["NodeCounters", "ScriptCache", "Unlinker"]
 
@@ -100,6 +101,16 @@ class ScriptCache:
 
     batch: dict[NodeAddr, bytes | None] = field(default_factory=dict)
     scan_step: dict[NodeAddr, bytes | None] = field(default_factory=dict)
+
+
+def _offsets(call: list[SlotBatch]) -> dict[int, SlotBatch]:
+    """Lua's 1-based ARGV index of each batch's count in a packed script call."""
+    out: dict[int, SlotBatch] = {}
+    index = 1
+    for batch in call:
+        out[index] = batch
+        index += len(batch[1]) + 1
+    return out
 
 
 class Unlinker:
@@ -287,56 +298,66 @@ class Unlinker:
     async def _send_script(
         self, node: NodeAddr, sha: bytes, batches: list[SlotBatch]
     ) -> tuple[int, list[SlotBatch], BaseException | None]:
-        client = self._topology.client(node)
+        # Cut the batches into calls of bounded size, send them all pipelined.
+        calls: list[list[SlotBatch]] = [[]]
+        size = 0
+        for batch in batches:
+            if size >= _SCRIPT_MAX_KEYS:
+                calls.append([])
+                size = 0
+            calls[-1].append(batch)
+            size += len(batch[1])
+        replies = await self._run_script_calls(node, sha, calls)
         counters = self.counters(node)
+        counters.unlink_calls += len(calls)
         deleted = 0
-        retry: list[SlotBatch] = []
-        start = 0
-        while start < len(batches):
-            argv: list[bytes | int] = []
-            offsets: dict[int, SlotBatch] = {}
-            keys_in_call = 0
-            end = start
-            while end < len(batches) and (keys_in_call < _SCRIPT_MAX_KEYS or end == start):
-                _slot, keys = batches[end]
-                offsets[len(argv) + 1] = batches[end]  # Lua's 1-based ARGV index of the count
-                argv.append(len(keys))
-                argv.extend(keys)
-                keys_in_call += len(keys)
-                end += 1
-            try:
-                reply = await command(client, "EVALSHA", sha, 0, *argv)
-            except NoScriptError:
-                # Script cache flushed (restart, failover to a fresh replica): load it again.
-                self._script_sha.pop(node, None)
-                new_sha = await self._script(node)
-                if new_sha is None:
-                    n, again, err = await self._send_pipeline(node, batches[start:])
-                    return deleted + n, retry + again, err
-                sha = new_sha
+        fallback: list[SlotBatch] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if classify(reply) == "permission":
+                    self._raise_permanent(node, reply)
+                fallback.extend(call)  # the pipeline path decides what the error means
                 continue
-            counters.unlink_calls += 1
             removed, failed = int(reply[0]), reply[1] or []
             deleted += removed
-            if failed:
-                n, again, _err = await self._send_pipeline(
-                    node, [offsets[int(i)] for i in failed]
-                )
-                deleted += n  # _send_pipeline credits its own removals to the node
-                retry.extend(again)
-            counters.deleted += removed
-            start = end
-        return deleted, retry, None
+            offsets = _offsets(call)
+            fallback.extend(offsets[int(i)] for i in failed)
+        counters.deleted += deleted
+        if not fallback:
+            return deleted, [], None
+        n, again, err = await self._send_pipeline(node, fallback)
+        return deleted + n, again, err
+
+    async def _run_script_calls(
+        self, node: NodeAddr, sha: bytes, calls: list[list[SlotBatch]]
+    ) -> list[Any]:
+        client = self._topology.client(node)
+
+        def packed(with_sha: bytes) -> list[bytes]:
+            out = []
+            for call in calls:
+                argv: list[bytes | int] = []
+                for _slot, keys in call:
+                    argv.append(len(keys))
+                    argv.extend(keys)
+                out.append(pack(b"EVALSHA", with_sha, 0, *argv))
+            return out
+
+        replies = await send_many(client, packed(sha))
+        if any(isinstance(r, NoScriptError) for r in replies):
+            # The node lost its script cache (restart, or a replica promoted): load it again.
+            self._script_sha.pop(node, None)
+            new_sha = await self._script(node)
+            if new_sha is not None:
+                replies = await send_many(client, packed(new_sha))
+        return replies
 
     async def _send_pipeline(
         self, node: NodeAddr, batches: list[SlotBatch]
     ) -> tuple[int, list[SlotBatch], BaseException | None]:
         client = self._topology.client(node)
         counters = self.counters(node)
-        async with client.pipeline(transaction=False) as pipe:
-            for _slot, keys in batches:
-                pipe.execute_command(self._command, *keys)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await send_many(client, [pack(self._command, *keys) for _s, keys in batches])
         counters.unlink_calls += len(batches)
         deleted = 0
         retry: list[SlotBatch] = []

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import pytest
 
+from clusterinval.testing._node import resolve_binary
 from clusterinval.testing.local import LocalCluster, LocalRedis, RedisServerNotFoundError
 
 
@@ -20,6 +21,15 @@ def _server_missing(exc: RedisServerNotFoundError) -> NoReturn:
     if _in_ci():
         pytest.fail(f"CI=true but redis-server is missing: {exc}", pytrace=False)
     pytest.skip(f"redis-server is not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server_path() -> str:
+    """The redis-server binary, for tests that start servers of their own."""
+    try:
+        return resolve_binary("redis-server")
+    except RedisServerNotFoundError as exc:
+        _server_missing(exc)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from clusterinval.cli import cluster_cmd, demo, invalidate_cmd
+from clusterinval.cli import cluster_cmd, demo, invalidate_cmd, loadtest_cmd
 from clusterinval.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -40,6 +40,7 @@ app.command("invalidate")(invalidate_cmd.invalidate)
 app.command("count")(invalidate_cmd.count)
 app.add_typer(cluster_cmd.app, name="cluster")
 app.command("demo")(demo.demo)
+app.command("loadtest")(loadtest_cmd.loadtest)
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ class RedisServerNotFoundError(LocalClusterError):
 
 
 def resolve_binary(name: str) -> str:
+    """Return the full path of the redis-server binary, or say how to install it."""
     path = shutil.which(name)
     if path is None:
         raise RedisServerNotFoundError(
@@ -55,6 +56,7 @@ def resolve_binary(name: str) -> str:
 
 
 def node_client(host: str, port: int, timeout: float = CMD_TIMEOUT_S) -> redis.Redis:
+    """Return a client for one node that fails fast instead of retrying."""
     return redis.Redis(
         host=host,
         port=port,
@@ -74,6 +76,7 @@ def node_command(host: str, port: int, *args: Any, timeout: float = CMD_TIMEOUT_
 
 
 def node_info(host: str, port: int, section: str, timeout: float = CMD_TIMEOUT_S) -> dict[str, Any]:
+    """Return one section of a node's INFO as a dict."""
     with node_client(host, port, timeout) as conn:
         info: dict[str, Any] = conn.info(section)
         return info
@@ -90,6 +93,7 @@ def parse_fields(text: str) -> dict[str, str]:
 
 
 def base_args(binary: str, host: str, port: int, workdir: Path) -> list[str]:
+    """Return the command line of a throw-away, non-persistent redis-server."""
     return [
         binary,
         "--port", str(port),
@@ -109,9 +113,11 @@ class Deadline:
         self._end = time.monotonic() + seconds
 
     def remaining(self) -> float:
+        """Seconds left, never negative."""
         return max(0.0, self._end - time.monotonic())
 
     def expired(self) -> bool:
+        """True once the deadline has passed."""
         return time.monotonic() >= self._end
 
 
@@ -155,6 +161,7 @@ class NodeSpawner:
         self.cluster = False
 
     def argv(self, port: int) -> list[str]:
+        """Return the full redis-server command line for ``port``."""
         args = base_args(self.binary, self.host, port, self.workdir)
         if self.cluster:
             args += [
@@ -167,9 +174,11 @@ class NodeSpawner:
         return args + self.extra_args
 
     def log_path(self, port: int) -> Path:
+        """Return where the server on ``port`` writes its log."""
         return self.workdir / f"redis-{port}.log"
 
     def spawn(self, port: int) -> RedisProcess:
+        """Start one server on ``port`` without waiting for it."""
         return RedisProcess.spawn(
             self.argv(port), port, self.workdir, self.log_path(port), detach=self.detach
         )

@@ -36,7 +36,9 @@ from typing import Any, Self
 
 import redis
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.docker_client import DockerClient
 
+from clusterinval.testing._node import Deadline, node_command, node_info, parse_fields
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free, pick_ports
 
 __all__ = [
@@ -60,7 +62,6 @@ ROLE_REPLICA = "replica"
 ROLE_UNKNOWN = "unknown"
 
 _POLL_S = 0.05
-_CMD_TIMEOUT_S = 1.0
 _MIN_PRIMARIES = 3  # redis-cli --cluster create refuses fewer
 _LOG_TAIL_LINES = 30
 
@@ -89,43 +90,6 @@ class ContainerNode:
     def url(self) -> str:
         """The node's redis:// URL."""
         return f"redis://{self.host}:{self.port}"
-
-
-class _Deadline:
-    """A point in time that waits are measured against."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self._end
-
-
-def _command(host: str, port: int, *args: Any, timeout: float = _CMD_TIMEOUT_S) -> Any:
-    """Run one command on one node over a short-lived connection."""
-    with redis.Redis(
-        host=host,
-        port=port,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        protocol=2,
-    ) as conn:
-        return conn.execute_command(*args)
-
-
-def _fields(text: str) -> dict[str, str]:
-    """Parse "key:value" lines such as CLUSTER INFO's or INFO's reply."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition(":")
-        if sep:
-            out[key] = value
-    return out
 
 
 class RedisClusterContainer:
@@ -191,8 +155,9 @@ class RedisClusterContainer:
         """Start every node container, create the cluster, wait until it is healthy; return self."""
         if self._containers:
             raise RedisClusterContainerError("this RedisClusterContainer is already started")
-        deadline = _Deadline(self.startup_timeout_s)
+        deadline = Deadline(self.startup_timeout_s)
         self._ports = self._choose_ports()
+        self._ensure_image()
         try:
             for port in self._ports:
                 self._containers[port] = self._node_container(port).start()
@@ -237,6 +202,27 @@ class RedisClusterContainer:
                 "or pass base_port=None to pick free ports"
             )
         return ports
+
+    def _ensure_image(self) -> None:
+        """Pull the image if it is not here; say how to get it when that fails."""
+        # Checked once up front: otherwise every node container would try (and fail) to pull.
+        from docker.errors import DockerException, ImageNotFound
+
+        client = DockerClient(**(self._docker_client_kw or {})).client
+        try:
+            client.images.get(self.image)
+        except ImageNotFound:
+            try:
+                client.images.pull(self.image)
+            except DockerException as exc:
+                raise RedisClusterContainerError(
+                    f"image {self.image!r} is not present and could not be pulled ({exc}). "
+                    "Build clusterinval's node image (docker/build-offline-image.sh needs no "
+                    f"registry), or set {IMAGE_ENV} / image= to an image with redis-server and "
+                    "redis-cli, such as redis:7.2"
+                ) from exc
+        finally:
+            client.close()
 
     def _node_container(self, port: int) -> DockerContainer:
         # The entry point is redis-server itself, so any image with redis-server on PATH works,
@@ -305,11 +291,11 @@ class RedisClusterContainer:
                 f"redis-cli --cluster create exited with {code}:\n{text[-2000:]}"
             )
 
-    def _wait_ping(self, port: int, deadline: _Deadline) -> None:
+    def _wait_ping(self, port: int, deadline: Deadline) -> None:
         container = self._containers[port]
         while True:
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                if _command(self.host, port, "PING", timeout=0.5):
+                if node_command(self.host, port, "PING", timeout=0.5):
                     return
             wrapped = container.get_wrapped_container()
             wrapped.reload()
@@ -323,7 +309,7 @@ class RedisClusterContainer:
                 )
             time.sleep(_POLL_S)
 
-    def _wait(self, deadline: _Deadline, probe: Callable[[], str | None], what: str) -> None:
+    def _wait(self, deadline: Deadline, probe: Callable[[], str | None], what: str) -> None:
         while True:
             try:
                 problem = probe()
@@ -342,7 +328,7 @@ class RedisClusterContainer:
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until running nodes say cluster_state:ok, agree on slot owners, replicas linked."""
         self._require_started()
-        self._wait(_Deadline(timeout), self._health_problem, "the cluster did not become healthy")
+        self._wait(Deadline(timeout), self._health_problem, "the cluster did not become healthy")
 
     def _live_ports(self) -> list[int]:
         return [p for p in self._ports if p not in self._stopped and p not in self._paused]
@@ -354,12 +340,12 @@ class RedisClusterContainer:
             return "no node is running"
         views: set[tuple[tuple[int, int, int], ...]] = set()
         for port in live:
-            state = _fields(str(_command(self.host, port, "CLUSTER", "INFO")))
+            state = parse_fields(str(node_command(self.host, port, "CLUSTER", "INFO")))
             if state.get("cluster_state") != "ok":
                 return f"node {port} reports cluster_state:{state.get('cluster_state')}"
-            slots = _command(self.host, port, "CLUSTER", "SLOTS")
+            slots = node_command(self.host, port, "CLUSTER", "SLOTS")
             views.add(tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in slots)))
-            repl = _fields(str(_command(self.host, port, "INFO", "replication")))
+            repl = node_info(self.host, port, "replication")
             if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
                 return f"replica {port} has master_link_status:{repl.get('master_link_status')}"
         if len(views) > 1:
@@ -379,16 +365,16 @@ class RedisClusterContainer:
         """Empty every primary, then wait until every running replica is empty too."""
         self._require_started()
         for node in self.primaries():
-            _command(self.host, node.port, "FLUSHALL")
+            node_command(self.host, node.port, "FLUSHALL")
 
         def nonempty() -> str | None:
             for port in self._live_ports():
-                size = int(_command(self.host, port, "DBSIZE"))
+                size = int(node_command(self.host, port, "DBSIZE"))
                 if size:
                     return f"node {port} still holds {size} keys"
             return None
 
-        self._wait(_Deadline(timeout), nonempty, "FLUSHALL did not reach every node")
+        self._wait(Deadline(timeout), nonempty, "FLUSHALL did not reach every node")
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -438,7 +424,7 @@ class RedisClusterContainer:
         role = ROLE_UNKNOWN
         if running and not paused:
             with contextlib.suppress(redis.RedisError):
-                reply = _command(self.host, port, "ROLE")
+                reply = node_command(self.host, port, "ROLE")
                 role = ROLE_REPLICA if str(reply[0]) == "slave" else ROLE_PRIMARY
         return ContainerNode(
             port=port,
@@ -472,7 +458,7 @@ class RedisClusterContainer:
             raise RedisClusterContainerError(f"node {port} is not stopped")
         wrapped.start()
         self._stopped.discard(port)
-        self._wait_ping(port, _Deadline(timeout))
+        self._wait_ping(port, Deadline(timeout))
 
     def pause_node(self, port: int) -> None:
         """Freeze the node on ``port`` (docker pause): it keeps its sockets but answers nothing."""

@@ -167,6 +167,12 @@ class LocalCluster:
             self.wait_ok(deadline.remaining())
             if detach:
                 self._write_state()
+        except LocalClusterError as exc:
+            # The node logs say why: keep them for whoever reads this error.
+            kept = self._workdir
+            self._owns_workdir = False
+            self._teardown()
+            raise LocalClusterError(f"{exc} (node logs kept in {kept})") from exc
         except BaseException:
             self._teardown()
             raise

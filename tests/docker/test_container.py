@@ -119,6 +119,13 @@ class TestRunningCluster:
         docker_cluster.wait_ok(timeout=30)
 
 
+@pytest.mark.docker
+def test_missing_image_is_explained(docker_ok: None) -> None:
+    cluster = RedisClusterContainer(image="clusterinval/no-such-image:0")
+    with pytest.raises(RedisClusterContainerError, match=r"could not be pulled.*build-offline"):
+        cluster.start()
+
+
 @pytest.fixture
 def small_cluster(docker_ok: None) -> Iterator[RedisClusterContainer]:
     """A cluster of three primaries without replicas, for tests that own its life."""

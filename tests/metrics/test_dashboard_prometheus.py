@@ -134,7 +134,8 @@ def exported_sample_names() -> set[str]:
     metrics = Metrics(registry)
     done = InvalidationResult(
         operation="x", deleted=1, matched=1, scanned=5, complete=True, duration_s=0.01,
-        nodes=(NodeResult("127.0.0.1:7000", deleted=1, matched=1, scanned=5, duration_s=0.01),),
+        nodes=(NodeResult("127.0.0.1:7000", deleted=1, matched=1, scanned=5, scan_calls=1,
+                          duration_s=0.01),),
     )
     label = metrics.operation_label("x")
     metrics.run_started(label)

@@ -24,9 +24,14 @@ from clusterinval.metrics import (
 from clusterinval.result import InvalidationResult, NodeResult
 
 NODES = (
-    NodeResult("127.0.0.1:7000", deleted=3, matched=3, scanned=40, duration_s=0.02),
-    NodeResult("127.0.0.1:7001", deleted=2, matched=2, scanned=35, duration_s=0.3),
-    NodeResult("127.0.0.1:7002", deleted=0, matched=0, scanned=25, duration_s=2.0),
+    NodeResult("127.0.0.1:7000", deleted=3, matched=3, scanned=40, scan_calls=1, duration_s=0.02),
+    NodeResult("127.0.0.1:7001", deleted=2, matched=2, scanned=35, scan_calls=2, duration_s=0.3),
+    NodeResult("127.0.0.1:7002", deleted=0, matched=0, scanned=25, scan_calls=1, duration_s=2.0),
+)
+# What an exact-key-only run reports: nodes that only unlinked, without a scan.
+UNLINK_ONLY = (
+    NodeResult("127.0.0.1:7000", deleted=1, unlink_calls=1),
+    NodeResult("127.0.0.1:7002", deleted=1, unlink_calls=1),
 )
 
 
@@ -170,14 +175,19 @@ class TestOutcomes:
         assert read.value("clusterinval_keys_deleted_total", operation="probe") == 0
 
     def test_exact_key_only_run(self, metrics: Metrics, read: Reader) -> None:
-        exact = result(deleted=2, matched=2, scanned=0, duration_s=0.0008, nodes=())
+        exact = result(deleted=2, matched=0, scanned=0, duration_s=0.0008, nodes=UNLINK_ONLY)
         run(metrics, "project", exact, "complete")
         assert read.value("clusterinval_keys_deleted_total", operation="project") == 2
         assert read.value("clusterinval_keys_scanned_total", operation="project") == 0
         assert read.bucket("clusterinval_invalidation_duration_seconds", "0.001",
                            operation="project") == 1
-        assert read.value("clusterinval_node_scan_duration_seconds_count",
-                          operation="project", node="127.0.0.1:7000") is None
+        assert read.value("clusterinval_keys_per_invalidation_sum", operation="project") == 2
+        # Nodes that only unlinked exact keys did no scan work: no per-node series at all.
+        for node in UNLINK_ONLY:
+            assert read.value("clusterinval_node_scan_duration_seconds_count",
+                              operation="project", node=node.node) is None
+            assert read.value("clusterinval_node_keys_scanned_total",
+                              operation="project", node=node.node) is None
 
     def test_in_progress_gauge_rises_and_falls(self, metrics: Metrics, read: Reader) -> None:
         metrics.run_started("a")

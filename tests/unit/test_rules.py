@@ -90,11 +90,11 @@ class TestParameters:
             render_rule("user")
 
     def test_unknown_parameter_is_named(self) -> None:
-        with pytest.raises(InvalidInputError, match="userid.*takes: user_id"):
+        with pytest.raises(InvalidInputError, match=r"userid.*takes: user_id"):
             render_rule("user", user_id="1", userid="1")
 
     def test_unknown_rule(self) -> None:
-        with pytest.raises(InvalidInputError, match="no rule named 'nope'.*catalog"):
+        with pytest.raises(InvalidInputError, match=r"no rule named 'nope'.*catalog"):
             render_rule("nope")
 
     @pytest.mark.parametrize("bad", ["", True, 1.5, b"x", ["a"]])
@@ -143,10 +143,10 @@ class TestRuleDefinition:
 
     def test_required_parameter_cannot_be_optional(self) -> None:
         with pytest.raises(InvalidInputError, match="cannot also be optional"):
-            Rule("bad", keys=("k:{a}",), optional={"a": {"keys": ["j:{a}"]}})
+            Rule("bad", keys=("k:{a}",), optional={"a": Templates(keys=("j:{a}",))})
 
     def test_only_optional_and_none_given(self) -> None:
-        rule = Rule("opt", optional={"a": {"keys": ["k:{a}"]}})
+        rule = Rule.from_dict("opt", {"optional": {"a": {"keys": ["k:{a}"]}}})
         assert rule.render(a="1").keys == ("k:1",)
         with pytest.raises(InvalidInputError, match="renders no keys or patterns"):
             rule.render()
@@ -200,7 +200,7 @@ class TestLoading:
         assert render_rule("a", dict(rules), x="1").keys == ("a:1",)
 
     def test_unknown_fields_are_refused(self) -> None:
-        with pytest.raises(InvalidInputError, match="unknown field.*pattern"):
+        with pytest.raises(InvalidInputError, match=r"unknown field.*pattern"):
             RuleSet.from_dict({"a": {"pattern": ["a:*"]}})
 
     def test_invalid_toml(self) -> None:
