@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from redis.exceptions import RedisError
 
 from clusterinval.batching import SlotBatcher, group_by_slot
+from clusterinval.coverage import Coverage
 from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, ScanPass
@@ -92,7 +93,6 @@ class Engine:
                           if options.adaptive_latency_ms else None)
         self._scripts = ScriptCache()
         self._view_read_at = -1e9
-        self._slots_by_view: tuple[int, dict[NodeAddr, SlotSet]] = (-1, {})
 
     async def ensure_view(self) -> ClusterView:
         """A current view (read now if none or old); ClusterConnectionError when nothing answers."""
@@ -102,15 +102,6 @@ class Engine:
             view = await self._topology.refresh()
             self._view_read_at = now
         return view
-
-    def _slots_of(self, view: ClusterView, node: NodeAddr) -> SlotSet:
-        gen, cache = self._slots_by_view
-        if gen != self._topology.generation:
-            cache = {}
-            self._slots_by_view = (self._topology.generation, cache)
-        if node not in cache:
-            cache[node] = view.slots_of(node)
-        return cache[node]
 
     async def run(
         self, plan: Plan, *, dry_run: bool, watch: ProgressWatch | None = None
@@ -169,7 +160,7 @@ class _Run:
         self.dry_run = dry_run
         self.watch = watch
         self.backoff = Backoff(self.options.backoff_base_s, self.options.backoff_cap_s)
-        self.pending = [p.slots.copy() for p in plan.passes]
+        self.coverage = Coverage([p.slots for p in plan.passes])
         self.exact_failed = SlotSet()
         watch.slots_to_cover = len(plan.slots_to_cover)
         self.unlinker = Unlinker(
@@ -181,8 +172,7 @@ class _Run:
     def uncovered(self) -> SlotSet:
         """Slots of passes not covered, plus slots of exact keys that could not be handled."""
         left = self.exact_failed.copy()
-        for p in self.pending:
-            left.update(p)
+        left.update(self.coverage.uncovered())
         return left
 
     # -- exact keys ---------------------------------------------------------------------------
@@ -235,24 +225,18 @@ class _Run:
 
     async def scan_passes(self) -> None:
         attempt = 0
-        while any(len(p) for p in self.pending):
+        while not self.coverage.done:
             view = self.topology.view
             assert view is not None
-            jobs: list[tuple[NodeAddr, int, SlotSet]] = []
-            for node in view.primaries:
-                owned = self.engine._slots_of(view, node)
-                for i, pending in enumerate(self.pending):
-                    need = pending.intersection(owned)
-                    if len(need):
-                        jobs.append((node, i, need))
+            jobs = self.coverage.jobs(view)
             if jobs:
                 async with anyio.create_task_group() as tg:
                     for node, i, need in jobs:
                         tg.start_soon(self._job, node, i, need)
-            if not any(len(p) for p in self.pending):
+            if self.coverage.done:
                 return
             attempt += 1
-            left = sum(len(p) for p in self.pending)
+            left = self.coverage.left
             log.info("%d slots not covered yet (round %d); re-reading topology", left, attempt)
             await anyio.sleep(self.backoff.delay(min(attempt, 8)))
             try:
@@ -284,9 +268,7 @@ class _Run:
             return
         finally:
             counters.busy_s += anyio.current_time() - started
-        covered = need.intersection(before.stable).intersection(after.stable)
-        self.pending[index] = self.pending[index].difference(covered)
-        self.watch.covered += len(covered)
+        self.watch.covered += self.coverage.record(index, need, before, after)
 
     async def _ownership(self, node: NodeAddr) -> NodeOwnership:
         owned: NodeOwnership = await self._call(node, lambda: self.topology.ownership(node))
