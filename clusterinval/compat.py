@@ -39,11 +39,35 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/\s]
 _RULE_METHOD = re.compile(r"^invalidate_(?P<rule>\w+?)_cache$")
 
 
+class _LoopShare:
+    """The invalidators opened by RedisService objects on one event loop, by url and options."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.invalidators: dict[_ShareKey, ClusterInvalidator] = {}
+
+
+_ShareKey = tuple[str, tuple[tuple[str, str], ...]]
+# Weak by loop: a closed, dropped event loop takes its entries with it.
+_SHARES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopShare] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_share() -> _LoopShare:
+    loop = asyncio.get_running_loop()
+    share = _SHARES.get(loop)
+    if share is None:
+        share = _SHARES[loop] = _LoopShare()
+    return share
+
+
 class RedisService:
     """The seed service's invalidation API on top of one long-lived ClusterInvalidator.
 
-    Create it once per application (or use ``async with``) and ``await aclose()`` at shutdown;
-    the invalidator is opened on the first call and shared by concurrent calls.
+    Services built with the same url and options on the same event loop share one invalidator,
+    opened on the first call: ``RedisService()`` in every request (as hand-made services are
+    used) costs no new connections. ``await aclose()`` (or ``async with``) closes it at shutdown.
     """
 
     def __init__(
@@ -57,11 +81,13 @@ class RedisService:
         self._url = url or os.environ.get(ENV_URL) or None
         # A request path must not wait minutes for a cache: a shorter deadline than the core's.
         self._options = {"timeout_s": DEFAULT_TIMEOUT_S, **options}
-        self._invalidator = invalidator
-        self._owns_invalidator = invalidator is None
+        self._given = invalidator
         self._rules: Mapping[str, Rule] = BUILTIN_RULES if rules is None else rules
-        self._lock = anyio.Lock()
         self._secrets = _secrets_of(self._url, options)
+        # repr() makes unhashable option values (ssl contexts, registries) usable in the key.
+        self._key: _ShareKey = (
+            self._url or "", tuple(sorted((k, repr(v)) for k, v in self._options.items()))
+        )
         self.last_result: InvalidationResult | None = None
 
     @property
@@ -80,12 +106,29 @@ class RedisService:
     ) -> None:
         await self.aclose()
 
+    @property
+    def invalidator(self) -> ClusterInvalidator | None:
+        """The invalidator calls on the running event loop use now (None before the first)."""
+        if self._given is not None:
+            return self._given
+        try:
+            share = _SHARES.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return None
+        return None if share is None else share.invalidators.get(self._key)
+
     async def aclose(self) -> None:
-        """Close the invalidator this service opened (one passed in is left to its owner)."""
-        async with self._lock:
-            inv, self._invalidator = self._invalidator, None
-        if inv is not None and self._owns_invalidator:
-            await inv.aclose()
+        """Close the shared invalidator of this url and options (one passed in is left alone).
+
+        Services sharing it open a new one on their next call.
+        """
+        if self._given is not None:
+            return
+        share = _SHARES.get(asyncio.get_running_loop())
+        inv = None if share is None else share.invalidators.pop(self._key, None)
+        if inv is not None:
+            with anyio.CancelScope(shield=True):
+                await inv.aclose()
 
     # -- the seed's API ----------------------------------------------------------------------
 
@@ -163,17 +206,21 @@ class RedisService:
     # -- internals ---------------------------------------------------------------------------
 
     async def _get_invalidator(self) -> ClusterInvalidator:
-        inv = self._invalidator
+        if self._given is not None:
+            return self._given
+        if self._url is None:
+            raise LookupError(
+                f"{ENV_URL} is unset and no url was given to RedisService; "
+                f"set {ENV_URL}=redis://host:port or pass RedisService(url=...)"
+            )
+        share = _loop_share()
+        inv = share.invalidators.get(self._key)
         if inv is not None:
             return inv
-        async with self._lock:
-            if self._invalidator is not None:
-                return self._invalidator
-            if self._url is None:
-                raise LookupError(
-                    f"{ENV_URL} is unset and no url was given to RedisService; "
-                    f"set {ENV_URL}=redis://host:port or pass RedisService(url=...)"
-                )
+        async with share.lock:
+            inv = share.invalidators.get(self._key)
+            if inv is not None:
+                return inv
             inv = ClusterInvalidator.from_url(self._url, **self._options)
             try:
                 await inv.open()
