@@ -13,9 +13,11 @@ cache problem cannot break the business operation that triggered it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -229,7 +231,7 @@ class RedisService:
                 with anyio.CancelScope(shield=True):
                     await inv.aclose()
                 raise
-            self._invalidator = inv
+            share.invalidators[self._key] = inv
             return inv
 
     def _log_details(self, result: InvalidationResult, specific_keys: Sequence[Any] | None) -> None:

@@ -89,10 +89,18 @@ class Engine:
         self._topology = topology
         self._options = options
         self._limiter = KeyRateLimiter(options.keys_per_second)
+        self._node_limiters: dict[NodeAddr, KeyRateLimiter] = {}
         self._governor = (LatencyGovernor(options.adaptive_latency_ms)
                           if options.adaptive_latency_ms else None)
         self._scripts = ScriptCache()
         self._view_read_at = -1e9
+
+    def node_limiter(self, node: NodeAddr) -> KeyRateLimiter:
+        """The ``node_keys_per_second`` budget of ``node`` for the server-side scan+delete path."""
+        lim = self._node_limiters.get(node)
+        if lim is None:
+            lim = self._node_limiters[node] = KeyRateLimiter(self._options.node_keys_per_second)
+        return lim
 
     async def ensure_view(self) -> ClusterView:
         """A current view (read now if none or old); ClusterConnectionError when nothing answers."""
@@ -347,6 +355,8 @@ class _Run:
             if left:
                 await self._delete(group_by_slot(left, self.options.unlink_batch))
             await self.engine._limiter.acquire(matched)
+            # Deleted server-side, so the unlinker's per-node budget never saw these keys.
+            await self.engine.node_limiter(node).acquire(matched)
             if cursor == 0:
                 return
 

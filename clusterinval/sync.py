@@ -7,13 +7,15 @@ once run concurrently on that loop.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from clusterinval.errors import ClusterInvalError, InvalidInputError
 from clusterinval.invalidator import ClusterInvalidator
@@ -27,6 +29,45 @@ if TYPE_CHECKING:
 __all__ = ["SyncClusterInvalidator"]
 
 T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, reachable through a BlockingPortal.
+
+    A daemon thread, unlike the executor thread of ``start_blocking_portal``, cannot keep the
+    interpreter from exiting when an application forgets ``close()``.
+    """
+
+    def __init__(self) -> None:
+        handoff: queue.Queue[BlockingPortal | BaseException] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(
+            target=self._main, args=(handoff,), name="clusterinval-sync", daemon=True
+        )
+        self._thread.start()
+        got = handoff.get()
+        if isinstance(got, BaseException):
+            raise got
+        self.portal = got
+
+    @staticmethod
+    def _main(handoff: queue.Queue[BlockingPortal | BaseException]) -> None:
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                handoff.put(portal)
+                await portal.sleep_until_stopped()
+
+        try:
+            anyio.run(serve)
+        except BaseException as exc:  # reported to the starting thread if it still waits
+            if handoff.empty():
+                handoff.put(exc)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (cancelling what still runs on it) and wait for the thread."""
+        # RuntimeError: the loop already ended.
+        with contextlib.suppress(RuntimeError):
+            self.portal.call(self.portal.stop, True)
+        self._thread.join(timeout)
 
 
 class SyncClusterInvalidator:
@@ -47,8 +88,7 @@ class SyncClusterInvalidator:
         self._rules = rules
         self._options = options
         self._lock = threading.Lock()
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._portal: BlockingPortal | None = None
+        self._loop: _LoopThread | None = None
         self._invalidator: ClusterInvalidator | None = None
         self._closed = False
 
@@ -84,15 +124,15 @@ class SyncClusterInvalidator:
         """Close the connections and stop the loop thread (idempotent)."""
         with self._lock:
             self._closed = True
-            portal, cm, inv = self._portal, self._portal_cm, self._invalidator
-            self._portal = self._portal_cm = self._invalidator = None
-        if cm is None:
+            loop, inv = self._loop, self._invalidator
+            self._loop = self._invalidator = None
+        if loop is None:
             return
         try:
-            if portal is not None and inv is not None:
-                portal.call(inv.aclose)
+            if inv is not None:
+                loop.portal.call(inv.aclose)
         finally:
-            cm.__exit__(None, None, None)
+            loop.stop()
 
     @property
     def invalidator(self) -> ClusterInvalidator:
@@ -145,17 +185,16 @@ class SyncClusterInvalidator:
         with self._lock:
             if self._closed:
                 raise ClusterInvalError("this SyncClusterInvalidator is closed")
-            if self._portal is not None and self._invalidator is not None:
-                return self._portal, self._invalidator
-            cm = start_blocking_portal()
-            portal = cm.__enter__()
+            if self._loop is not None and self._invalidator is not None:
+                return self._loop.portal, self._invalidator
+            loop = _LoopThread()
             try:
-                inv = portal.call(self._open_async)
+                inv = loop.portal.call(self._open_async)
             except BaseException:
-                cm.__exit__(None, None, None)
+                loop.stop()
                 raise
-            self._portal_cm, self._portal, self._invalidator = cm, portal, inv
-            return portal, inv
+            self._loop, self._invalidator = loop, inv
+            return loop.portal, inv
 
     async def _open_async(self) -> ClusterInvalidator:
         inv = ClusterInvalidator.from_url(

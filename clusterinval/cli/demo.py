@@ -6,6 +6,7 @@ keys that match are exactly the ones deleted, and every other key is still there
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -113,6 +114,15 @@ def demo(
     users: Annotated[
         int, typer.Option("--users", min=10, help="Users to cache (about 20 keys each).")
     ] = 2000,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=0, max=65535,
+                     help="Serve the demo's Prometheus metrics on 127.0.0.1:PORT while it runs."),
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option("--pushgateway", help="Push the demo's metrics to this Pushgateway."),
+    ] = None,
 ) -> None:
     """Start a local cluster, fill it, run the guide's invalidations through both APIs, verify."""
     data = build_dataset(users)
@@ -135,7 +145,11 @@ def demo(
             "(pipelined per primary)"
         )
         state = _State(present=set(data.keys))
-        anyio.run(_run_all, cluster.url, data, state)
+        registry = CollectorRegistry()
+        with _metrics_server(metrics_port, registry):
+            anyio.run(_run_all, cluster.url, data, state, registry)
+        if pushgateway:
+            _push(pushgateway, registry)
         _print_table(state.rows)
         survivors, missing = _verify(cluster, state)
     finally:
@@ -203,11 +217,37 @@ def _fill(cluster: LocalCluster, keys: tuple[str, ...], show_progress: bool) -> 
 # -- the invalidations -------------------------------------------------------------------------
 
 
-async def _run_all(url: str, data: Dataset, state: _State) -> None:
-    # Separate registries: two invalidators in one process must not share metric objects.
+@contextlib.contextmanager
+def _metrics_server(port: int | None, registry: CollectorRegistry) -> Iterator[None]:
+    if port is None:
+        yield
+        return
+    from clusterinval.exposition import start_metrics_server
+
+    server = start_metrics_server(port, "127.0.0.1", registry)
+    out_console.print(f"metrics at {server.url}")
+    try:
+        yield
+    finally:
+        server.close()
+
+
+def _push(gateway: str, registry: CollectorRegistry) -> None:
+    from clusterinval.exposition import push_metrics
+
+    try:
+        push_metrics(gateway, "clusterinval_demo", registry)
+    except Exception as exc:  # the demo's outcome does not depend on the gateway
+        err_console.print(f"[yellow]warning:[/] could not push metrics to {gateway}: {exc}")
+    else:
+        out_console.print(f"metrics pushed to {gateway}")
+
+
+async def _run_all(url: str, data: Dataset, state: _State, registry: CollectorRegistry) -> None:
+    # Both APIs record into one registry: instruments are shared per registry.
     async with (
-        ClusterInvalidator.from_url(url, registry=CollectorRegistry()) as inv,
-        RedisService(url, registry=CollectorRegistry()) as svc,
+        ClusterInvalidator.from_url(url, registry=registry) as inv,
+        RedisService(url, registry=registry) as svc,
     ):
         e, u, p, c = data.endpoints, data.users, data.projects, data.clusters
 

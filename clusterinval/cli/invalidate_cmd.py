@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Annotated, Any
@@ -25,12 +24,15 @@ from clusterinval.compat import mask_credentials
 from clusterinval.engine import ProgressWatch
 from clusterinval.errors import (
     ClusterConnectionError,
+    ClusterInvalError,
     ClusterPermissionError,
     InvalidationError,
     InvalidInputError,
 )
+from clusterinval.exposition import push_metrics
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
+from clusterinval.slots import SLOT_COUNT
 
 __all__ = ["count", "invalidate", "resolve_url"]
 
@@ -163,6 +165,8 @@ def _run(
         fail(f"the server refused a command: {exc}", EXIT_REFUSED, as_json=as_json)
     except ValueError as exc:  # redis-py's own URL parsing errors
         fail(f"bad input: {exc}", EXIT_BAD_INPUT, as_json=as_json)
+    except ClusterInvalError as exc:
+        fail(str(exc), EXIT_INCOMPLETE, as_json=as_json)
     _push(pushgateway, registry)
     if as_json:
         print_json(result.to_dict())
@@ -211,13 +215,13 @@ async def _show_progress(watch: ProgressWatch, operation: str, dry_run: bool) ->
     )
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(
-            f"{operation} ({'counting' if dry_run else 'deleting'})", total=None, keys=0
+            f"{operation} ({'counting' if dry_run else 'deleting'})", total=SLOT_COUNT, keys=0
         )
         while True:
             snap = watch.snapshot()
             found = snap.matched if dry_run else snap.deleted
-            bar.update(task, completed=snap.covered_slots, total=snap.slots_to_cover or None,
-                       keys=found)
+            bar.update(task, completed=snap.covered_slots,
+                       total=snap.slots_to_cover or SLOT_COUNT, keys=found)
             await anyio.sleep(0.1)
 
 
@@ -225,12 +229,7 @@ def _push(gateway: str | None, registry: Any) -> None:
     if not gateway or registry is None:
         return
     try:
-        module = importlib.import_module("clusterinval.exposition")
-    except ImportError:
-        err_console.print("[yellow]warning:[/] metrics push is not available in this build")
-        return
-    try:
-        module.push_metrics(gateway, "clusterinval", registry)
+        push_metrics(gateway, "clusterinval", registry)
     except Exception as exc:  # a failed push must not change the outcome of the run
         err_console.print(f"[yellow]warning:[/] could not push metrics to {gateway}: {exc}")
 

@@ -1,9 +1,8 @@
-"""``clusterinval loadtest``: cache traffic while invalidations run, on a given or started cluster."""
+"""``clusterinval loadtest``: cache traffic while invalidations run, on a given or new cluster."""
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ __all__ = ["loadtest", "started_cluster"]
 
 @contextlib.contextmanager
 def started_cluster(url: str | None, docker: bool) -> Iterator[str]:
-    """``url`` as is, or the URL of a 3+3 cluster started here (docker or local) and stopped after."""
+    """``url`` as is, or the URL of a 3+3 cluster started here (docker or local), stopped after."""
     if url:
         yield url
         return
@@ -117,7 +116,7 @@ def _ensure_empty(url: str, flush: bool) -> None:
 
 def _run(url: str, config: LoadConfig, registry: CollectorRegistry) -> LoadReport:
     state = LoadState()
-    if not sys.stderr.isatty():
+    if not err_console.is_terminal:
         return anyio.run(lambda: run_loadtest(url, config, registry=registry, state=state))
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[figures]}"), console=err_console,

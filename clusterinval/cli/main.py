@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from clusterinval.cli import cluster_cmd, demo, invalidate_cmd, loadtest_cmd
+from clusterinval.cli import bench_cmd, cluster_cmd, demo, invalidate_cmd, loadtest_cmd
 from clusterinval.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -41,6 +41,7 @@ app.command("count")(invalidate_cmd.count)
 app.add_typer(cluster_cmd.app, name="cluster")
 app.command("demo")(demo.demo)
 app.command("loadtest")(loadtest_cmd.loadtest)
+app.command("bench")(bench_cmd.bench)
 
 
 def main() -> None:

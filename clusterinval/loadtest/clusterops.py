@@ -17,14 +17,14 @@ from clusterinval.testing.fill import cluster_primaries, slot_owners
 
 __all__ = [
     "FLOOR_SCRIPT",
+    "FillPlan",
     "SlowCommand",
     "SlowlogGuard",
-    "FillPlan",
     "fast_fill",
     "flush_cluster",
     "plan_fill",
-    "write_fill",
     "primary_conn",
+    "write_fill",
 ]
 
 # Keys per MSET and commands per pipeline round trip: large enough that a million keys take a

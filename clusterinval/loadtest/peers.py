@@ -1,6 +1,7 @@
 """The approaches the benchmark compares, each run in a fresh child process that measures itself.
 
-``python -m clusterinval.loadtest.peers SPEC_JSON`` connects, prints ``READY``, runs one tool on
+``python -m clusterinval.loadtest.peers SPEC_JSON`` connects, prints ``READY``, waits for a line on
+stdin (the parent resets SLOWLOG meanwhile), runs one tool on
 one scenario, and prints one JSON line: wall seconds, client CPU seconds (``time.process_time``,
 all threads), peak RSS growth (sampled every 5 ms and from ``ru_maxrss``, relative to the RSS
 just before the run) and the count of deleted keys the tool reported. Connecting and imports are
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -183,8 +184,12 @@ async def _redis_py(spec: dict[str, Any]) -> tuple[Runner, Callable[[], Any]]:
 
 
 async def _glide(spec: dict[str, Any]) -> tuple[Runner, Callable[[], Any]]:
-    from glide import ClusterScanCursor, GlideClusterClient, GlideClusterClientConfiguration
-    from glide import NodeAddress
+    from glide import (
+        ClusterScanCursor,
+        GlideClusterClient,
+        GlideClusterClientConfiguration,
+        NodeAddress,
+    )
 
     host, port = _host_port(spec["url"])
     client = await GlideClusterClient.create(
@@ -195,11 +200,12 @@ async def _glide(spec: dict[str, Any]) -> tuple[Runner, Callable[[], Any]]:
     async def run() -> int:
         deleted = 0
         for pattern in spec["patterns"]:
-            cursor = ClusterScanCursor()
+            # Called through Any: glide ships this class without annotations.
+            cursor: Any = cast(Any, ClusterScanCursor)()
             batch: list[str | bytes] = []
             while not cursor.is_finished():
                 cursor, found = await client.scan(cursor, match=pattern, count=_SCAN_COUNT)
-                batch.extend(found)
+                batch.extend(cast(list[bytes], found))
                 while len(batch) >= _BATCH:
                     deleted += int(await client.unlink(batch[:_BATCH]))
                     batch = batch[_BATCH:]
@@ -292,7 +298,9 @@ class _RssSampler:
         self.peak = max(self.peak, _rss())
 
 
-async def run_tool(spec: dict[str, Any], ready: Callable[[], None] = lambda: None) -> dict[str, Any]:
+async def run_tool(
+    spec: dict[str, Any], ready: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
     """Run one tool on one scenario in this process and measure it."""
     run, close = await _prepare(spec)
     try:
@@ -317,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready() -> None:
         print("READY", flush=True)
+        sys.stdin.readline()  # the parent's GO: it has reset SLOWLOG
 
     try:
         result = anyio.run(run_tool, spec, ready)

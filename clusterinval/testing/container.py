@@ -160,7 +160,9 @@ class RedisClusterContainer:
         self._ensure_image()
         try:
             for port in self._ports:
-                self._containers[port] = self._node_container(port).start()
+                # Recorded before start(): a container created but not started is removed too.
+                container = self._containers[port] = self._node_container(port)
+                container.start()
             for port in self._ports:
                 self._wait_ping(port, deadline)
             self._create_cluster()
@@ -168,6 +170,7 @@ class RedisClusterContainer:
         except BaseException as exc:
             self._note_logs(exc)
             self._remove_all(raise_errors=False)
+            self._ports = []
             raise
         return self
 

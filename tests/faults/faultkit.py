@@ -107,12 +107,12 @@ def owned_slots(port: int) -> list[int]:
 
 
 def migrate_slots(src: int, dst: int, slots: Sequence[int], all_ports: Sequence[int],
-                  batch: int = 50, pause: Callable[[], None] | None = None) -> int:
+                  batch: int = 50, done: list[int] | None = None) -> int:
     """Move ``slots`` from the primary on ``src`` to the one on ``dst`` the way redis-cli does.
 
     IMPORTING on the target, MIGRATING on the source, MIGRATE ... KEYS in batches, then SETSLOT
-    NODE on both and on every other node. Returns the number of keys moved. ``pause`` is called
-    between slots so a test can interleave work.
+    NODE on both and on every other node. Returns the number of keys moved; each slot is
+    appended to ``done`` once it has moved.
     """
     src_id, dst_id = node_id(src), node_id(dst)
     moved = 0
@@ -126,8 +126,6 @@ def migrate_slots(src: int, dst: int, slots: Sequence[int], all_ports: Sequence[
                     break
                 s.execute_command("MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *keys)  # type: ignore[no-untyped-call]
                 moved += len(keys)
-                if pause is not None:
-                    pause()
             d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
             s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
             for port in all_ports:
@@ -136,6 +134,8 @@ def migrate_slots(src: int, dst: int, slots: Sequence[int], all_ports: Sequence[
                         _call(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
                     except redis.RedisError:
                         pass  # a replica refuses; gossip tells it
+            if done is not None:
+                done.append(slot)
     return moved
 
 

@@ -57,7 +57,7 @@ async def test_node_key_budget_bounds_each_node(cluster_url: str, mode: dict[str
 
 
 async def test_adaptive_mode_slows_down_when_latency_is_over_target(cluster_url: str) -> None:
-    keys = make_keyset(20_000, 2_000)
+    keys = make_keyset(3_000, 1_000)
     fill(cluster_url, keys)
     fast, fast_s = await timed_run(cluster_url, keys, server_scan_count=100)
     fill(cluster_url, keys)

@@ -7,14 +7,18 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner, Result
 
+from clusterinval.cli.invalidate_cmd import _invalidate
 from clusterinval.cli.main import app
 from clusterinval.cli.output import (
     EXIT_BAD_INPUT,
@@ -260,3 +264,47 @@ def test_entry_point_runs_as_a_process(cluster_url: str, tmp_path: Path) -> None
     )
     assert bad.returncode == EXIT_BAD_INPUT
     assert "Traceback" not in bad.stderr
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    """A minimal Pushgateway stand-in: records each push's path and body."""
+
+    pushes: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.pushes.append((self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("home")
+def test_pushgateway_receives_the_run(cluster_url: str, client: redis.RedisCluster) -> None:
+    fill(client, ["push:1", "push:2"])
+    server = HTTPServer(("127.0.0.1", 0), _Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        gateway = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run("invalidate", "--url", cluster_url, "-p", "push:*", "-o", "pushed",
+                     "--pushgateway", gateway, "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert result.exit_code == EXIT_OK, result.output
+    assert one_json(result)["deleted"] == 2
+    [(path, body)] = _Gateway.pushes
+    assert path == "/metrics/job/clusterinval"
+    assert b'clusterinval_keys_deleted_total{operation="pushed"} 2.0' in body
+
+
+@pytest.mark.anyio
+async def test_progress_display_path(cluster_url: str, client: redis.RedisCluster) -> None:
+    fill(client, [f"bar:{i}" for i in range(500)])
+    result = await _invalidate(cluster_url, None, ["bar:*"], "bar", False, False, {},
+                               CollectorRegistry(), True)
+    assert result.complete and result.deleted == 500

@@ -341,13 +341,38 @@ class TestSharing:
             async with anyio.create_task_group() as tg:
                 for u in users:
                     tg.start_soon(svc.invalidate_user_cache, u)
-            first = svc._invalidator
+            first = svc.invalidator
             await svc.invalidate_catalog_cache()
-            assert svc._invalidator is first is not None
-        assert svc._invalidator is None
+            assert svc.invalidator is first is not None
+        assert svc.invalidator is None
         assert existing(client, gone) == set()
         infos = [m for level, m in compat_records(caplog) if level == logging.INFO]
         assert len(infos) == 21
+
+    async def test_services_per_call_share_one_invalidator(
+        self, cluster_url: str, client: redis.RedisCluster, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The hand-made service was used as `RedisService()` inside every function.
+        monkeypatch.setenv(ENV_URL, cluster_url)
+        gone = seed(client, [f"project:{i}" for i in range(5)])
+        used: set[int] = set()
+        for i in range(5):
+            svc = RedisService()
+            await svc.invalidate_cache_by_patterns(specific_keys=[f"project:{i}"],
+                                                   operation_name="project")
+            used.add(id(svc.invalidator))
+        assert len(used) == 1
+        other = RedisService(cluster_url, timeout_s=7.0)
+        await other.invalidate_catalog_cache()
+        assert other.invalidator is not svc.invalidator
+        await other.aclose()
+        await svc.aclose()
+        assert svc.invalidator is None
+        assert existing(client, gone) == set()
+        # after aclose, the next call opens a fresh one
+        await RedisService().invalidate_catalog_cache()
+        assert RedisService().invalidator is not None
+        await RedisService().aclose()
 
     async def test_given_invalidator_is_not_closed(self, cluster_url: str) -> None:
         from clusterinval import ClusterInvalidator

@@ -14,7 +14,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "CLUSTERINVAL_HOME": str(tmp_path), "COLUMNS": "160"}
     env.pop("CLUSTERINVAL_URL", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "clusterinval.cli.main", "demo"],
+        [sys.executable, "-m", "clusterinval.cli.main", "demo", "--metrics-port", "0"],
         capture_output=True, text=True, timeout=240, env=env, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -27,6 +27,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
                  "invalidate_cache_by_patterns(", "invalidate_rule('user'", "models_bulk"):
         assert call in out
     assert "cluster stopped" in out
+    assert "metrics at http://127.0.0.1:" in out
 
 
 def test_dataset_is_guide_shaped_and_large() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -145,3 +147,17 @@ class TestSyncFacade:
             assert rc.dbsize() == 1
         finally:
             rc.close()
+
+
+def test_process_exits_without_close(cluster_url: str) -> None:
+    # An application that forgets close() must still be able to exit.
+    code = (
+        "import sys\n"
+        "from clusterinval import SyncClusterInvalidator\n"
+        "inv = SyncClusterInvalidator(sys.argv[1])\n"
+        "print(inv.invalidate(keys=['k']).complete)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, cluster_url], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"

@@ -574,13 +574,13 @@ class TestSubsumes:
 class TestRegexAgreesWithReference:
     """Glob.match runs a regex; it must give Redis's answer wherever the reference does."""
 
-    @settings(max_examples=2000)
+    @settings(max_examples=1000)
     @given(pattern_with_key())
     def test_built_patterns(self, pk: tuple[bytes, bytes]) -> None:
         pattern, key = pk
         _agrees(compile_pattern(pattern), key)
 
-    @settings(max_examples=1500, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(max_examples=1000, suppress_health_check=[HealthCheck.filter_too_much])
     @given(raw_patterns, st.lists(keys, min_size=1, max_size=8))
     @example(b"*", [b""])
     @example(b"**", [b""])

@@ -1,0 +1,305 @@
+"""The benchmark: every tool on every scenario, each run on a freshly filled cluster, verified.
+
+For each scenario the keyspace is planned once (slot-grouped MSETs), then for each tool and
+repetition: FLUSHALL, fill, reset SLOWLOG, run the tool in a fresh child process (see
+``peers``), read the longest command from SLOWLOG, verify (nothing matching survives, nothing
+else lost). Finally GET latency on the cluster is measured idle and while S2 runs, rate-limited
+and not. Speed is reported, never judged here; correctness of every run is.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from redis.asyncio import RedisCluster
+
+from clusterinval.loadtest.clusterops import (
+    SlowlogGuard,
+    flush_cluster,
+    plan_fill,
+    write_fill,
+)
+from clusterinval.loadtest.peers import TOOLS, glide_available
+from clusterinval.loadtest.report import LatencySummary
+from clusterinval.loadtest.scenarios import Scenario, scenarios
+from clusterinval.loadtest.traffic import TrafficTally, run_traffic
+from clusterinval.testing.fill import count_keys, scan_all_keys
+
+__all__ = ["BenchConfig", "flush_cluster", "goals", "run_bench"]
+
+_CHILD_TIMEOUT_S = 900.0
+_SIZES = {"tiny": 20_000, "small": 100_000, "medium": 300_000, "full": 1_000_000}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to benchmark."""
+
+    size: int = 1_000_000
+    repeat: int = 3
+    tools: tuple[str, ...] = TOOLS
+    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "MP")
+    rate_limit: float = 50_000.0  # keys/s for the "GET p99 while S2 runs" measurement
+    get_rate: float = 1000.0
+    idle_s: float = 3.0
+    latency_check: bool = True
+    slowlog_threshold_us: int = 500
+
+    @staticmethod
+    def parse_size(text: str) -> int:
+        """``tiny``/``small``/``medium``/``full`` or a number of keys (``100k``, ``1m`` too)."""
+        t = text.strip().lower()
+        if t in _SIZES:
+            return _SIZES[t]
+        mult = 1
+        if t.endswith("k"):
+            mult, t = 1000, t[:-1]
+        elif t.endswith("m"):
+            mult, t = 1_000_000, t[:-1]
+        return int(float(t) * mult)
+
+
+@dataclass(slots=True)
+class _ToolRuns:
+    tool: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+
+    def summary(self, reference: float | None) -> dict[str, Any]:
+        if self.skipped:
+            return {"tool": self.tool, "skipped": self.skipped, "verified": True}
+        ok = [r for r in self.runs if "wall_s" in r]
+        walls = [r["wall_s"] for r in ok]
+        med = statistics.median(walls) if walls else float("nan")
+        longest = [r["longest_command_ms"] for r in self.runs
+                   if r.get("longest_command_ms") is not None]
+        worst = max(self.runs, key=lambda r: r.get("longest_command_ms") or 0.0)
+        return {
+            "tool": self.tool,
+            "median_s": med,
+            "min_s": min(walls) if walls else float("nan"),
+            "max_s": max(walls) if walls else float("nan"),
+            "ratio": (med / reference) if reference and walls else None,
+            "longest_command_ms": max(longest) if longest else None,
+            "longest_command": worst.get("longest_command"),
+            "cpu_s": statistics.median(r["cpu_s"] for r in ok) if ok else None,
+            "rss_growth_mb": max(r["rss_growth_mb"] for r in ok) if ok else None,
+            "verified": bool(self.runs) and all(r["verified"] for r in self.runs),
+            "runs": self.runs,
+        }
+
+
+def _child(spec: dict[str, Any], go: Callable[[], None],
+           during: Callable[[subprocess.Popen[str]], None] | None = None) -> dict[str, Any]:
+    """Run one tool in a fresh process; ``go`` runs once it is connected, ``during`` while it works.
+    """
+    args = [sys.executable, "-m", "clusterinval.loadtest.peers", json.dumps(spec)]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            first = proc.stdout.readline().strip()
+            if first == "READY":
+                go()
+                proc.stdin.write("GO\n")
+                proc.stdin.flush()
+                if during is not None:
+                    during(proc)
+            out, err = proc.communicate(timeout=_CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return {"error": f"timed out after {_CHILD_TIMEOUT_S:g} s"}
+    lines = [ln for ln in ([first, *out.splitlines()]) if ln.startswith("{")]
+    if not lines:
+        return {"error": f"child exited {proc.returncode}: {err.strip()[-500:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _verify(url: str, sc: Scenario) -> dict[str, Any]:
+    survivors = sum(len(scan_all_keys(url, match=g)) for g in sc.gone)
+    remaining = count_keys(url)
+    expected = sc.total - sc.expected_deleted
+    return {"survivors": survivors, "remaining": remaining, "expected_remaining": expected,
+            "verified": survivors == 0 and remaining == expected}
+
+
+def _one_run(url: str, sc: Scenario, tool: str, guard: SlowlogGuard, plan: Any,
+             options: dict[str, Any] | None = None,
+             during: Callable[[subprocess.Popen[str]], None] | None = None,
+             before: Callable[[], None] | None = None) -> dict[str, Any]:
+    flush_cluster(url)
+    written = write_fill(url, plan)
+    if written != sc.total or count_keys(url) != sc.total:
+        raise RuntimeError(f"{sc.name}: fill wrote {written} keys, expected {sc.total}")
+    if before is not None:
+        before()
+    spec = {"url": url, "tool": tool, "options": options or {}, **sc.spec()}
+    # SLOWLOG is emptied once the child is connected: its connection set-up is not measured.
+    res = _child(spec, guard.reset, during)
+    slow = guard.longest()
+    res["longest_command_ms"] = slow.duration_ms if slow else None
+    res["longest_command"] = f"{slow.command} on {slow.node}" if slow else None
+    res.update(_verify(url, sc))
+    if "error" in res:
+        res["verified"] = False
+    elif res.get("deleted") != sc.expected_deleted:
+        res["count_note"] = f"tool reported {res.get('deleted')}, expected {sc.expected_deleted}"
+    return res
+
+
+def run_bench(url: str, config: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark against the (flushable) cluster at ``url``; JSON-ready report."""
+    started = time.time()
+    glide_missing = glide_available()
+    chosen = [s for s in scenarios(config.size) if s.name in config.scenarios]
+    report: dict[str, Any] = {"size": config.size, "repeat": config.repeat, "scenarios": [],
+                              "slowlog_threshold_us": config.slowlog_threshold_us,
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                       time.gmtime(started))}
+    with SlowlogGuard(url, threshold_us=config.slowlog_threshold_us) as guard:
+        for sc in chosen:
+            say(f"{sc.name}: {sc.title} - planning fill")
+            plan = plan_fill(url, sc.keys())
+            per_tool: list[_ToolRuns] = []
+            for tool in config.tools:
+                tr = _ToolRuns(tool)
+                per_tool.append(tr)
+                if tool == "valkey-glide" and glide_missing:
+                    tr.skipped = glide_missing
+                    continue
+                if tool == "floor" and sc.floor_prefixes is None:
+                    tr.skipped = "n/a (no pattern)"
+                    continue
+                for i in range(config.repeat):
+                    res = _one_run(url, sc, tool, guard, plan)
+                    tr.runs.append(res)
+                    say(f"  {sc.name} {tool} #{i + 1}: "
+                        + (f"{res['wall_s']:.3f} s" if "wall_s" in res else res["error"])
+                        + ("" if res["verified"] else "  VERIFY FAILED " + json.dumps(res)))
+            ref = next((t for t in per_tool if t.tool == "clusterinval" and t.runs), None)
+            ref_med = ref.summary(None)["median_s"] if ref else None
+            report["scenarios"].append({"name": sc.name, "title": sc.title,
+                                        "tools": [t.summary(ref_med) for t in per_tool]})
+        if config.latency_check and "S2" in config.scenarios and "clusterinval" in config.tools:
+            s2 = next(s for s in scenarios(config.size) if s.name == "S2")
+            plan = plan_fill(url, s2.keys())
+            report["get_latency"] = [
+                _latency_run(url, s2, guard, plan, config, config.rate_limit, say),
+                _latency_run(url, s2, guard, plan, config, None, say),
+            ]
+    report["elapsed_s"] = round(time.time() - started, 1)
+    runs_ok = all(t["verified"] for s in report["scenarios"] for t in s["tools"])
+    report["verified"] = runs_ok and all(g["verified"] for g in report.get("get_latency", []))
+    report["goals"] = goals(report)
+    return report
+
+
+def _latency_run(url: str, sc: Scenario, guard: SlowlogGuard, plan: Any, config: BenchConfig,
+                 rate: float | None, say: Callable[[str], None]) -> dict[str, Any]:
+    """GET latency idle, then while clusterinval runs ``sc`` (with ``rate`` keys/s or unlimited)."""
+    idle = TrafficTally()
+    during = TrafficTally()
+    keys = [f"cache:item:{i}" for i in range(0, sc.total, max(1, sc.total // 10_000))]
+
+    def pick(n: int) -> tuple[bool, str]:
+        return False, keys[(n * 7919) % len(keys)]
+
+    async def traffic(proc: subprocess.Popen[str] | None) -> None:
+        client = RedisCluster.from_url(url)
+        try:
+            await client.initialize()
+            if proc is None:
+                await run_traffic(client, pick, rate=config.get_rate, duration_s=config.idle_s,
+                                  tally=idle)
+                return
+            # Bounded: chunks of 0.2 s while the child runs, at most the child's own time limit.
+            deadline = time.monotonic() + _CHILD_TIMEOUT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                await run_traffic(client, pick, rate=config.get_rate, duration_s=0.2,
+                                  tally=during)
+        finally:
+            await client.aclose()
+
+    options: dict[str, Any] = {"keys_per_second": rate} if rate else {}
+
+    # Idle baseline on the filled cluster, then the measured run with traffic alongside.
+    res = _one_run(url, sc, "clusterinval", guard, plan, options,
+                   during=lambda proc: anyio.run(traffic, proc),
+                   before=lambda: anyio.run(traffic, None))
+    label = f"{rate:g} keys/s" if rate else "unlimited"
+    i_s, d_s = LatencySummary.of(idle.latencies), LatencySummary.of(during.latencies)
+    say(f"  GET p99 idle {i_s.p99_ms} ms, during S2 ({label}) {d_s.p99_ms} ms")
+    return {"variant": f"S2 with clusterinval, rate limit {label}", "rate_limit": rate,
+            "idle": i_s.to_dict(), "during": d_s.to_dict(),
+            "p99_ratio": (d_s.p99_ms / i_s.p99_ms) if i_s.p99_ms and d_s.count else None,
+            "errors": idle.errors + during.errors, "s2_wall_s": res.get("wall_s"),
+            "verified": res["verified"], "run": res}
+
+
+def _median(report: dict[str, Any], scenario: str, tool: str) -> float | None:
+    for s in report["scenarios"]:
+        if s["name"] == scenario:
+            for t in s["tools"]:
+                if t["tool"] == tool and not t.get("skipped"):
+                    return float(t["median_s"])
+    return None
+
+
+def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's goals, each with the measured figure and whether it is met (None: not measured)."""
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, figure: str, met: bool | None) -> None:
+        out.append({"goal": goal, "measured": figure, "met": met})
+
+    def ratio(sc: str, peer: str) -> float | None:
+        a, b = _median(report, sc, "clusterinval"), _median(report, sc, peer)
+        return b / a if a and b else None
+
+    for sc in ("S1", "S2"):
+        for peer, need in (("valkey-glide", 3.0), ("redis-py", 5.0)):
+            r = ratio(sc, peer)
+            add(f"{sc}: >= {need:g}x faster than {peer}",
+                "-" if r is None else f"{r:.1f}x", None if r is None else r >= need)
+        r = ratio(sc, "floor")
+        add(f"{sc}: within 2x of the server-side floor (aim)",
+            "-" if r is None else f"{1 / r:.2f}x the floor", None if r is None else 1 / r <= 2)
+    s3 = _median(report, "S3", "clusterinval")
+    add("S3: under 20 ms", "-" if s3 is None else f"{s3 * 1e3:.1f} ms",
+        None if s3 is None else s3 < 0.020)
+    r = ratio("S4", "redis-py")
+    add("S4: >= 2x faster than redis-py unlink(*keys)", "-" if r is None else f"{r:.1f}x",
+        None if r is None else r >= 2)
+    worst = [(t.get("longest_command_ms") or 0.0, s["name"]) for s in report["scenarios"]
+             for t in s["tools"] if t["tool"] == "clusterinval" and not t.get("skipped")]
+    if worst:
+        ms, where = max(worst)
+        add("no command blocks a node > 10 ms (clusterinval, all scenarios)",
+            f"longest {ms:.1f} ms ({where})", ms <= 10.0)
+    for s in report["scenarios"]:
+        if s["name"] == "S2":
+            for t in s["tools"]:
+                if t["tool"] == "clusterinval" and t.get("rss_growth_mb") is not None:
+                    add("S2: client peak memory grows < 20 MB",
+                        f"{t['rss_growth_mb']:.1f} MB (RSS)", t["rss_growth_mb"] < 20)
+    mp, s1 = _median(report, "MP", "clusterinval"), _median(report, "S1", "clusterinval")
+    if mp is not None and s1 is not None:
+        add("MP: several patterns cost no more than one pass (vs S1, same size)",
+            f"MP {mp:.3f} s vs S1 {s1:.3f} s", mp <= s1 * 1.25)
+    for g in report.get("get_latency", []):
+        if g["rate_limit"]:
+            r = g["p99_ratio"]
+            add("GET p99 during S2 with the rate limit within 2x of idle",
+                "-" if r is None else f"{r:.2f}x ({g['during']['p99_ms']} vs "
+                f"{g['idle']['p99_ms']} ms)", None if r is None else r <= 2)
+    return out
