@@ -322,8 +322,9 @@ class RuleSet(Mapping[str, Rule]):
 
 
 def _read(source: str | os.PathLike[str], suffix: str) -> str:
+    # One line that names a file (or ends like one) is a path; anything else is the text itself.
     if isinstance(source, os.PathLike) or (
-        isinstance(source, str) and "\n" not in source and source.endswith(suffix)
+        "\n" not in source and (source.endswith(suffix) or Path(source).is_file())
     ):
         try:
             return Path(source).read_text(encoding="utf-8")

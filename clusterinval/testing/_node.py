@@ -12,6 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from clusterinval.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
 
@@ -218,3 +219,39 @@ class NodeSpawner:
             taken.add(port)
             procs[i] = self.spawn(port)
         raise LocalClusterError(f"could not find a free port after {SPAWN_ATTEMPTS} attempts")
+
+
+def cluster_health_problem(
+    host: str, live: Sequence[int], roles: dict[int, str] | None = None
+) -> str | None:
+    """What keeps the running nodes ``live`` from being one healthy cluster; None when nothing.
+
+    Healthy: every node says cluster_state:ok, all agree on who owns each slot, all 16384 slots
+    are assigned to running nodes, and every replica's link to its primary is up. ``roles``, when
+    given, receives each node's current role ("primary" or "replica").
+    """
+    if not live:
+        return "no node is running"
+    views: set[tuple[tuple[int, int, int], ...]] = set()
+    for port in live:
+        state = parse_fields(str(node_command(host, port, "CLUSTER", "INFO")))
+        if state.get("cluster_state") != "ok":
+            return f"node {port} reports cluster_state:{state.get('cluster_state')}"
+        slots = node_command(host, port, "CLUSTER", "SLOTS")
+        views.add(tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in slots)))
+        repl = node_info(host, port, "replication")
+        replica = repl.get("role") == "slave"
+        if roles is not None:
+            roles[port] = "replica" if replica else "primary"
+        if replica and repl.get("master_link_status") != "up":
+            return f"replica {port} has master_link_status:{repl.get('master_link_status')}"
+    if len(views) > 1:
+        return f"nodes disagree on slot owners ({len(views)} different views)"
+    view = views.pop()
+    covered = sum(hi - lo + 1 for lo, hi, _ in view)
+    if covered != SLOT_COUNT:
+        return f"{covered} of {SLOT_COUNT} slots are assigned"
+    dead = sorted({owner for _, _, owner in view} - set(live))
+    if dead:
+        return f"slots still owned by node(s) that are down or paused: {dead}"
+    return None

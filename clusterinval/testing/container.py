@@ -38,7 +38,11 @@ import redis
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.docker_client import DockerClient
 
-from clusterinval.testing._node import Deadline, node_command, node_info, parse_fields
+from clusterinval.testing._node import (
+    Deadline,
+    cluster_health_problem,
+    node_command,
+)
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free, pick_ports
 
 __all__ = [
@@ -56,7 +60,6 @@ IMAGE_ENV = "CLUSTERINVAL_REDIS_IMAGE"
 DEFAULT_IMAGE = "clusterinval/redis-node:local"
 """The image used when ``CLUSTERINVAL_REDIS_IMAGE`` is not set."""
 
-SLOT_COUNT = 16384
 ROLE_PRIMARY = "primary"
 ROLE_REPLICA = "replica"
 ROLE_UNKNOWN = "unknown"
@@ -338,29 +341,7 @@ class RedisClusterContainer:
 
     def _health_problem(self) -> str | None:
         """Say what keeps the running nodes from being one healthy cluster; None when nothing."""
-        live = self._live_ports()
-        if not live:
-            return "no node is running"
-        views: set[tuple[tuple[int, int, int], ...]] = set()
-        for port in live:
-            state = parse_fields(str(node_command(self.host, port, "CLUSTER", "INFO")))
-            if state.get("cluster_state") != "ok":
-                return f"node {port} reports cluster_state:{state.get('cluster_state')}"
-            slots = node_command(self.host, port, "CLUSTER", "SLOTS")
-            views.add(tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in slots)))
-            repl = node_info(self.host, port, "replication")
-            if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
-                return f"replica {port} has master_link_status:{repl.get('master_link_status')}"
-        if len(views) > 1:
-            return f"nodes disagree on slot owners ({len(views)} different views)"
-        view = views.pop()
-        covered = sum(hi - lo + 1 for lo, hi, _ in view)
-        if covered != SLOT_COUNT:
-            return f"{covered} of {SLOT_COUNT} slots are assigned"
-        dead = sorted({owner for _, _, owner in view} - set(live))
-        if dead:
-            return f"slots still owned by node(s) that are stopped or paused: {dead}"
-        return None
+        return cluster_health_problem(self.host, self._live_ports())
 
     # -- data ----------------------------------------------------------------------------------
 

@@ -23,13 +23,14 @@ from typing import Any, Self
 
 import redis
 
+from clusterinval.slots import SLOT_COUNT
 from clusterinval.testing._node import (
     Deadline,
     LocalClusterError,
     NodeSpawner,
     RedisServerNotFoundError,
+    cluster_health_problem,
     node_command,
-    node_info,
     parse_fields,
     resolve_binary,
     wait_ready,
@@ -47,7 +48,6 @@ __all__ = [
     "default_state_dir",
 ]
 
-SLOT_COUNT = 16384
 _POLL_S = 0.02
 _STATE_FILE = "state.json"
 _STATE_VERSION = 1
@@ -313,37 +313,7 @@ class LocalCluster:
         return [p for p in self._ports if p not in self._paused and self._procs[p].alive()]
 
     def _health_problem(self) -> str | None:
-        live = self._live_ports()
-        if not live:
-            return "no node is running"
-        views: dict[int, tuple[tuple[int, int, int], ...]] = {}
-        for port in live:
-            state = parse_fields(str(node_command(self.host, port, "CLUSTER", "INFO")))
-            if state.get("cluster_state") != "ok":
-                return f"{port} reports cluster_state:{state.get('cluster_state')}"
-            views[port] = self._slot_view(port)
-            repl = node_info(self.host, port, "replication")
-            if repl.get("role") == "slave":
-                self._roles[port] = ROLE_REPLICA
-                if repl.get("master_link_status") != "up":
-                    return f"replica {port} has master_link_status:{repl.get('master_link_status')}"
-            else:
-                self._roles[port] = ROLE_PRIMARY
-        distinct = set(views.values())
-        if len(distinct) > 1:
-            return f"nodes disagree on slot owners ({len(distinct)} different views)"
-        view = distinct.pop()
-        covered = sum(hi - lo + 1 for lo, hi, _ in view)
-        if covered != SLOT_COUNT:
-            return f"{covered} of {SLOT_COUNT} slots are assigned"
-        dead_owners = sorted({owner for _, _, owner in view} - set(live))
-        if dead_owners:
-            return f"slots still owned by node(s) that are down or paused: {dead_owners}"
-        return None
-
-    def _slot_view(self, port: int) -> tuple[tuple[int, int, int], ...]:
-        reply = node_command(self.host, port, "CLUSTER", "SLOTS")
-        return tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in reply))
+        return cluster_health_problem(self.host, self._live_ports(), self._roles)
 
     # -- inspection --------------------------------------------------------------------------
 
