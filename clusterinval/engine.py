@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from clusterinval.batching import SlotBatcher, group_by_slot
 from clusterinval.coverage import Coverage
-from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
+from clusterinval.errors import ClusterConnectionError, ClusterInvalError, ClusterPermissionError
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, ScanPass
 from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
@@ -131,6 +131,9 @@ class Engine:
                         "run cancelled: %d keys deleted, %d matched, %d of %d slots covered",
                         out.deleted, out.matched, run.watch.covered, run.watch.slots_to_cover)
                 raise
+            except BaseExceptionGroup as group:
+                # Task groups wrap what their tasks raise; callers must get the typed error.
+                raise _leading_error(group) from group
         if scope.cancelled_caught:
             out.timed_out = True
             out.messages.append(f"deadline of {self._options.timeout_s:g} s passed")
@@ -233,6 +236,7 @@ class _Run:
 
     async def scan_passes(self) -> None:
         attempt = 0
+        unreachable = 0  # consecutive rounds in which no node could describe the cluster
         while not self.coverage.done:
             view = self.topology.view
             assert view is not None
@@ -249,8 +253,14 @@ class _Run:
             await anyio.sleep(self.backoff.delay(min(attempt, 8)))
             try:
                 await self.topology.refresh()
+                unreachable = 0
             except ClusterConnectionError as exc:
-                self.out.messages.append(_short(exc))
+                # A failover keeps some node answering; nobody answering, round after round, is
+                # a cluster that is down: end the run now rather than at its deadline.
+                unreachable += 1
+                if unreachable > self.options.retries:
+                    self.out.messages.append(f"cluster unreachable: {_short(exc)}")
+                    return
 
     async def _job(self, node: NodeAddr, index: int, need: SlotSet) -> None:
         scan_pass = self.plan.passes[index]
@@ -486,6 +496,15 @@ class _Run:
         n = await self.unlinker.unlink(batches)
         self.out.deleted += n
         self.watch.deleted += n
+
+
+def _leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to raise for a (nested) group: a ClusterInvalError if any, else the first."""
+    ours = group.subgroup(lambda e: isinstance(e, ClusterInvalError))
+    exc: BaseException = ours if ours is not None else group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _short(exc: BaseException) -> str:

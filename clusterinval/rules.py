@@ -321,10 +321,17 @@ class RuleSet(Mapping[str, Rule]):
         return cls.from_dict(data)
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a file name
+        return False
+
+
 def _read(source: str | os.PathLike[str], suffix: str) -> str:
     # One line that names a file (or ends like one) is a path; anything else is the text itself.
     if isinstance(source, os.PathLike) or (
-        "\n" not in source and (source.endswith(suffix) or Path(source).is_file())
+        "\n" not in source and (source.endswith(suffix) or _is_file(source))
     ):
         try:
             return Path(source).read_text(encoding="utf-8")

@@ -194,6 +194,13 @@ class TestLoading:
         path.write_text('{"a": {"keys": "a:{x}"}}')
         assert RuleSet.from_json(path).render("a", x="2").keys == ("a:2",)
 
+    def test_long_one_line_text_and_paths_without_suffix(self, tmp_path: Path) -> None:
+        long_json = '{"rules": {"a": {"keys": ["' + "k" * 600 + ':{x}"]}}}'
+        assert RuleSet.from_json(long_json).render("a", x="1").keys == ("k" * 600 + ":1",)
+        path = tmp_path / "rules.conf"
+        path.write_text(TOML_RULES)
+        assert set(RuleSet.from_toml(str(path))) == {"tenant", "pricing"}
+
     def test_from_dict_and_render_rule_with_a_plain_mapping(self) -> None:
         rules = RuleSet.from_dict({"a": {"keys": ["a:{x}"]}})
         assert render_rule("a", rules, x="1").keys == ("a:1",)
