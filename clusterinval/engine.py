@@ -382,7 +382,11 @@ class _Run:
         if not replicas:
             return node
         primary = self.topology.client(node)
-        info = await self._call(node, lambda: primary.info("replication"))
+        try:
+            info = await self._call(node, lambda: primary.info("replication"))
+        except ClusterPermissionError as exc:  # a user without INFO: scan the primary
+            log.info("cannot read %s's replication offset (%s); scanning it", node, exc)
+            return node
         target = int(info.get("master_repl_offset", 0))
         for replica in replicas:
             client = self.topology.client(replica)

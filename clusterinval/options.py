@@ -19,6 +19,12 @@ class InvalidatorOptions:
     also deletes what it finds (smaller, as that step does more per key); ``unlink_batch`` caps
     the keys of one UNLINK; ``buffer_keys`` caps the keys a node's deleters hold before they must
     flush, which bounds client memory.
+
+    Gentleness: ``keys_per_second`` caps deletions for the whole run and ``node_keys_per_second``
+    for each primary (token buckets, one second of burst); ``adaptive_latency_ms`` makes scanners
+    pause before a node's next call while its round trips exceed that many milliseconds;
+    ``scan_on_replicas`` runs SCAN on a caught-up replica of each primary (deletes stay on the
+    primary). See docs/resilience.md.
     """
 
     scan_count: int = 1000

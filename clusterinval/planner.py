@@ -93,7 +93,13 @@ def to_bytes_key(key: object) -> bytes:
     if isinstance(key, bytes):
         out = key
     elif isinstance(key, str):
-        out = key.encode("utf-8", "surrogateescape")
+        try:
+            # surrogateescape: a str decoded from non-UTF-8 bytes that way gets its bytes back.
+            out = key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"key {key!r:.80} holds a lone surrogate and has no byte form; pass bytes"
+            ) from None
     elif isinstance(key, bytearray | memoryview):
         out = bytes(key)
     else:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 __all__ = [
     "LatencySummary",
+    "bench_markdown",
     "bench_table",
     "load_table",
     "percentile",
@@ -130,3 +131,27 @@ def bench_table(data: dict[str, Any]) -> Table:
             )
             first = False
     return t
+
+
+def bench_markdown(data: dict[str, Any]) -> str:
+    """The benchmark's table as Markdown (for docs/performance.md)."""
+    lines = ["| scenario | tool | wall s, median (min-max) | x clusterinval | longest command "
+             "on a primary | client CPU s | client peak RSS growth MB | verified |",
+             "|---|---|---|---|---|---|---|---|"]
+    threshold = data.get("slowlog_threshold_us", 500) / 1000
+    for sc in data["scenarios"]:
+        for run in sc["tools"]:
+            if run.get("skipped"):
+                lines.append(f"| {sc['name']} | {run['tool']} | {run['skipped']} | | | | | |")
+                continue
+            ratio = run.get("ratio")
+            longest = run.get("longest_command_ms")
+            cmd = (run.get("longest_command") or "").split(" ")[0]
+            lines.append(
+                f"| {sc['name']} | {run['tool']} | {_range(run)} | "
+                f"{'-' if ratio is None else f'{ratio:.2f}'} | "
+                f"{f'< {threshold:g} ms' if longest is None else f'{longest:.1f} ms ({cmd})'} | "
+                f"{run['cpu_s']:.2f} | {run['rss_growth_mb']:.1f} | "
+                f"{'yes' if run['verified'] else 'NO'} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from faultkit import ClusterFactory
 
 from clusterinval.testing.local import LocalCluster, RedisServerNotFoundError
-
-ClusterFactory = Callable[..., LocalCluster]
 
 
 @pytest.fixture
@@ -35,8 +35,7 @@ def make_cluster() -> Iterator[ClusterFactory]:
     finally:
         for cluster in started:
             for node in cluster.nodes:
-                try:
-                    cluster.resume(node.port)  # a frozen node must thaw to stop cleanly
-                except Exception:  # noqa: BLE001 - dead nodes cannot be resumed; stop() copes
-                    pass
+                # A frozen node must thaw to stop cleanly; a dead one cannot, and stop() copes.
+                with contextlib.suppress(Exception):
+                    cluster.resume(node.port)
             cluster.stop()

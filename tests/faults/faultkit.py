@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import redis
 
+from clusterinval.engine import ProgressWatch
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 from clusterinval.testing.local import LocalCluster
 
 HOST = "127.0.0.1"
+
+# The make_cluster fixture: starts a dedicated LocalCluster with the given options.
+ClusterFactory = Callable[..., LocalCluster]
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,12 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float =
         time.sleep(every)
 
 
+async def until_deleted(watch: ProgressWatch, n: int) -> None:
+    """Return once the watched run has deleted ``n`` keys (bound it with ``anyio.fail_after``)."""
+    while watch.snapshot().deleted < n:  # noqa: ASYNC110 - the counters offer no event to await
+        await anyio.sleep(0.005)
+
+
 def client(port: int) -> redis.Redis:
     """A plain client to one node (bytes replies)."""
     return redis.Redis(host=HOST, port=port, socket_timeout=5)
@@ -60,7 +72,7 @@ def client(port: int) -> redis.Redis:
 
 def _call(port: int, *args: Any) -> Any:
     with client(port) as c:
-        return c.execute_command(*args)  # type: ignore[no-untyped-call]
+        return c.execute_command(*args)
 
 
 def node_id(port: int) -> str:
@@ -76,9 +88,10 @@ def replicas_caught_up(cluster: LocalCluster) -> bool:
             info = c.info("replication")
         offset = int(info["master_repl_offset"])
         for key, value in info.items():
-            if key.startswith("slave") and isinstance(value, dict):
-                if value.get("state") != "online" or int(value["offset"]) < offset:
-                    return False
+            if not (key.startswith("slave") and isinstance(value, dict)):
+                continue
+            if value.get("state") != "online" or int(value["offset"]) < offset:
+                return False
     return True
 
 
@@ -118,22 +131,21 @@ def migrate_slots(src: int, dst: int, slots: Sequence[int], all_ports: Sequence[
     moved = 0
     with client(src) as s, client(dst) as d:
         for slot in slots:
-            d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)  # type: ignore[no-untyped-call]
-            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)  # type: ignore[no-untyped-call]
+            d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
             while True:
-                keys = s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)  # type: ignore[no-untyped-call]
+                keys = s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
                 if not keys:
                     break
-                s.execute_command("MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *keys)  # type: ignore[no-untyped-call]
+                s.execute_command("MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *keys)
                 moved += len(keys)
-            d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
-            s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
+            d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
             for port in all_ports:
                 if port not in (src, dst):
-                    try:
+                    # A replica refuses; gossip tells it.
+                    with contextlib.suppress(redis.RedisError):
                         _call(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
-                    except redis.RedisError:
-                        pass  # a replica refuses; gossip tells it
             if done is not None:
                 done.append(slot)
     return moved

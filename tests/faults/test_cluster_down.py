@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import logging
 import signal
+from typing import Any
 
 import anyio
 import pytest
+from faultkit import ClusterFactory, fill, make_keyset, until_deleted
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterConnectionError, ClusterInvalidator, InvalidationError
 from clusterinval.compat import RedisService
-from faultkit import fill, make_keyset
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"timeout_s": 3.0, "command_timeout_s": 1.0, "connect_timeout_s": 1.0}
+FAST: dict[str, Any] = {"timeout_s": 3.0, "command_timeout_s": 1.0, "connect_timeout_s": 1.0}
 
 
-async def test_all_nodes_killed_before_the_call(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_all_nodes_killed_before_the_call(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(replicas=0)
     url = cluster.url
     for node in cluster.nodes:
@@ -32,7 +33,7 @@ async def test_all_nodes_killed_before_the_call(make_cluster) -> None:  # type: 
     assert "no node of the cluster answered" in str(info.value)
 
 
-async def test_all_nodes_killed_mid_run(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_all_nodes_killed_mid_run(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(replicas=0)
     keys = make_keyset(60_000, 0)
     fill(cluster.url, keys)
@@ -50,8 +51,7 @@ async def test_all_nodes_killed_mid_run(make_cluster) -> None:  # type: ignore[n
         with anyio.fail_after(FAST["timeout_s"] + 5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(invalidate)
-                while watch.snapshot().deleted < 2_000:
-                    await anyio.sleep(0.01)
+                await until_deleted(watch, 2_000)
                 for node in cluster.nodes:
                     await anyio.to_thread.run_sync(cluster.kill, node.port, signal.SIGKILL)
     assert errors, "a run whose cluster died claimed completion"
@@ -60,7 +60,7 @@ async def test_all_nodes_killed_mid_run(make_cluster) -> None:  # type: ignore[n
         assert not errors[0].result.complete
 
 
-async def test_all_nodes_frozen(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_all_nodes_frozen(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(replicas=0, node_timeout_ms=60_000)
     for node in cluster.nodes:
         cluster.pause(node.port)
@@ -71,7 +71,8 @@ async def test_all_nodes_frozen(make_cluster) -> None:  # type: ignore[no-untype
                 await inv.invalidate(patterns=["inv:*"])
 
 
-async def test_compat_facade_warns_and_returns(make_cluster, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_compat_facade_warns_and_returns(make_cluster: ClusterFactory,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     cluster = make_cluster(replicas=0)
     url = cluster.url
     for node in cluster.nodes:
@@ -79,11 +80,10 @@ async def test_compat_facade_warns_and_returns(make_cluster, caplog) -> None:  #
     caplog.set_level(logging.DEBUG)
     with anyio.fail_after(10):
         async with RedisService(url, registry=CollectorRegistry(), **FAST) as service:
-            returned = await service.invalidate_cache_by_patterns(
+            await service.invalidate_cache_by_patterns(
                 specific_keys=["catalog:model:1"], patterns=["catalog:models:*"],
                 operation_name="catalog")
             await service.invalidate_catalog_cache(endpoint_id="m1")
-    assert returned is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) >= 2, [r.getMessage() for r in caplog.records]
     assert any("catalog" in r.getMessage() for r in warnings)

@@ -8,15 +8,23 @@ import time
 
 import anyio
 import pytest
+from faultkit import (
+    ClusterFactory,
+    check_outcome,
+    fill,
+    live_url,
+    make_keyset,
+    until_deleted,
+    wait_replicated,
+)
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationResult
-from faultkit import check_outcome, fill, live_url, make_keyset, wait_replicated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-async def test_kill_primary_mid_run(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_kill_primary_mid_run(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(node_timeout_ms=1000)
     keys = make_keyset(300_000, 20_000)
     fill(cluster.url, keys)
@@ -36,8 +44,7 @@ async def test_kill_primary_mid_run(make_cluster) -> None:  # type: ignore[no-un
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(invalidate)
-                while watch.snapshot().deleted < 60_000:
-                    await anyio.sleep(0.01)
+                await until_deleted(watch, 60_000)
                 killed_at = time.monotonic()
                 await anyio.to_thread.run_sync(cluster.kill, victim.port, signal.SIGKILL)
                 assert watch.snapshot().deleted < 280_000, "the run ended before the kill"

@@ -7,11 +7,11 @@ import time
 
 import anyio
 import pytest
+from faultkit import ClusterFactory, check_outcome, fill, make_keyset, owned_slots, until_deleted
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationError
 from clusterinval.slots import SlotSet
-from faultkit import check_outcome, fill, make_keyset, owned_slots
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -19,7 +19,7 @@ TIMEOUT_S = 6.0
 MARGIN_S = 2.5
 
 
-async def test_frozen_primary_past_deadline(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_frozen_primary_past_deadline(make_cluster: ClusterFactory) -> None:
     # A node timeout far beyond the run's deadline: the cluster must not fail the node over.
     cluster = make_cluster(replicas=0, node_timeout_ms=120_000)
     keys = make_keyset(100_000, 10_000)
@@ -42,8 +42,7 @@ async def test_frozen_primary_past_deadline(make_cluster) -> None:  # type: igno
             async with anyio.create_task_group() as tg:
                 started = time.monotonic()
                 tg.start_soon(invalidate)
-                while watch.snapshot().deleted < 5_000:
-                    await anyio.sleep(0.01)
+                await until_deleted(watch, 5_000)
                 cluster.pause(victim.port)
         elapsed = time.monotonic() - started
         try:

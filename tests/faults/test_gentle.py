@@ -9,10 +9,19 @@ from typing import Any
 
 import anyio
 import pytest
+from faultkit import (
+    KeySet,
+    check_outcome,
+    client,
+    fill,
+    make_keyset,
+    until_deleted,
+    wait_replicated,
+)
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationResult
-from faultkit import KeySet, check_outcome, fill, make_keyset
+from clusterinval.testing.fill import scan_all_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +91,6 @@ async def test_scan_on_replicas_deletes_on_primaries(cluster_url: str, mode: dic
                                                      local_cluster: Any) -> None:
     keys = make_keyset(20_000, 5_000)
     fill(cluster_url, keys)
-    from faultkit import wait_replicated
     wait_replicated(local_cluster)
     replica_ports = {n.port for n in local_cluster.replicas()}
     result, _ = await timed_run(cluster_url, keys, scan_on_replicas=True, **mode)
@@ -90,7 +98,6 @@ async def test_scan_on_replicas_deletes_on_primaries(cluster_url: str, mode: dic
     scanned_on = {int(n.node.rsplit(":", 1)[1]) for n in result.nodes if n.scan_calls}
     # SCAN calls are counted on the primaries' NodeResults; the replicas did the scanning, which
     # the replicas' own command statistics show.
-    from faultkit import client
     scans = 0
     for port in replica_ports:
         with client(port) as c:
@@ -111,8 +118,7 @@ async def test_cancellation_stops_promptly_and_logs(cluster_url: str, caplog: An
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(lambda: inv.invalidate(patterns=[keys.pattern], progress=watch))
-                    while watch.snapshot().deleted < 6_000:
-                        await anyio.sleep(0.01)
+                    await until_deleted(watch, 6_000)
                     cancelled_at = time.monotonic()
                     scope.cancel()
             stopped_after = time.monotonic() - cancelled_at
@@ -123,8 +129,8 @@ async def test_cancellation_stops_promptly_and_logs(cluster_url: str, caplog: An
     messages = [r.getMessage() for r in caplog.records]
     assert any("run cancelled" in m and "keys deleted" in m for m in messages), messages
     # Nothing outside the pattern was touched, and what was not deleted yet is still there.
-    left = set()
-    from clusterinval.testing.fill import scan_all_keys
     left = scan_all_keys(cluster_url)
     assert keys.kept <= left
-    assert len(left & keys.doomed) == len(keys.doomed) - done
+    remaining = len(left & keys.doomed)
+    # A scan+delete step in flight when the cancel came may have deleted keys it never reported.
+    assert len(keys.doomed) - done - 3 * 1000 <= remaining <= len(keys.doomed) - done

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from faultkit import (
+    ClusterFactory,
+    check_outcome,
+    fill,
+    make_keyset,
+    migrate_slots,
+    owned_slots,
+    until_deleted,
+)
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationResult
-from faultkit import check_outcome, fill, make_keyset, migrate_slots, owned_slots
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("server_scripts", [True, False], ids=["script", "pipeline"])
-async def test_slots_migrate_mid_run(make_cluster, server_scripts: bool) -> None:  # type: ignore[no-untyped-def]
+async def test_slots_migrate_mid_run(make_cluster: ClusterFactory, server_scripts: bool) -> None:
     cluster = make_cluster(replicas=0)
     keys = make_keyset(60_000, 10_000)
     fill(cluster.url, keys)
@@ -38,8 +46,7 @@ async def test_slots_migrate_mid_run(make_cluster, server_scripts: bool) -> None
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(invalidate)
-                while watch.snapshot().deleted < 5_000:
-                    await anyio.sleep(0.01)
+                await until_deleted(watch, 5_000)
                 moved.append(await anyio.to_thread.run_sync(
                     lambda: migrate_slots(src, dst, slots, ports, done=done)))
     result = results[0]

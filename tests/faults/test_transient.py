@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
+from faultkit import (
+    ClusterFactory,
+    check_outcome,
+    client,
+    fill,
+    make_keyset,
+    owned_slots,
+    until_deleted,
+    wait_for,
+)
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationResult
-from faultkit import check_outcome, client, fill, make_keyset, owned_slots, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -24,7 +34,7 @@ def errors_of(registry: CollectorRegistry, kind: str) -> float:
 
 
 async def run_with_fault(url: str, keys_pattern: str, registry: CollectorRegistry,
-                         fault: threading.Thread, **options: object) -> InvalidationResult:
+                         fault: threading.Thread, **options: Any) -> InvalidationResult:
     """Run the invalidation, start ``fault`` once it has made progress, and wait for both."""
     results: list[InvalidationResult] = []
     async with ClusterInvalidator.from_url(url, registry=registry, timeout_s=60,
@@ -37,15 +47,15 @@ async def run_with_fault(url: str, keys_pattern: str, registry: CollectorRegistr
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(invalidate)
-                while watch.snapshot().deleted < 5_000:
-                    await anyio.sleep(0.01)
+                await until_deleted(watch, 5_000)
                 fault.start()
                 await anyio.to_thread.run_sync(fault.join)
     return results[0]
 
 
 @pytest.mark.parametrize("server_scripts", [True, False], ids=["script", "pipeline"])
-async def test_connections_reset_mid_run(make_cluster, server_scripts: bool) -> None:  # type: ignore[no-untyped-def]
+async def test_connections_reset_mid_run(make_cluster: ClusterFactory,
+                                        server_scripts: bool) -> None:
     cluster = make_cluster(replicas=0)
     keys = make_keyset(60_000, 10_000)
     fill(cluster.url, keys)
@@ -57,7 +67,7 @@ async def test_connections_reset_mid_run(make_cluster, server_scripts: bool) -> 
         for _ in range(5):
             for port in ports:
                 with client(port) as c:
-                    killed.append(int(c.execute_command(  # type: ignore[no-untyped-call]
+                    killed.append(int(c.execute_command(
                         "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")))
             time.sleep(0.2)  # pacing of the fault, not synchronisation
 
@@ -70,7 +80,7 @@ async def test_connections_reset_mid_run(make_cluster, server_scripts: bool) -> 
     check_outcome(cluster.url, keys)
 
 
-async def test_clusterdown_mid_run(make_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_clusterdown_mid_run(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(replicas=0)
     keys = make_keyset(60_000, 10_000)
     fill(cluster.url, keys)
@@ -79,18 +89,18 @@ async def test_clusterdown_mid_run(make_cluster) -> None:  # type: ignore[no-unt
 
     def take_slots_away() -> None:
         with client(port) as c:
-            c.execute_command("CLUSTER", "DELSLOTS", *slots)  # type: ignore[no-untyped-call]
+            c.execute_command("CLUSTER", "DELSLOTS", *slots)
 
             def down() -> bool:
                 try:
-                    c.execute_command("UNLINK", "inv:probe")  # type: ignore[no-untyped-call]
-                except Exception as exc:  # noqa: BLE001
+                    c.execute_command("UNLINK", "inv:probe")
+                except Exception as exc:
                     return str(exc).startswith("The cluster is down") or "CLUSTERDOWN" in str(exc)
                 return False
 
             wait_for(down, 10, "the node to report CLUSTERDOWN")
             time.sleep(1.0)  # keep the cluster down for a while (the fault's length)
-            c.execute_command("CLUSTER", "ADDSLOTS", *slots)  # type: ignore[no-untyped-call]
+            c.execute_command("CLUSTER", "ADDSLOTS", *slots)
 
     registry = CollectorRegistry()
     result = await run_with_fault(cluster.url, keys.pattern, registry,

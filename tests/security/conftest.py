@@ -7,14 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from seckit import (
+    APP_PASSWORD,
+    APP_USER,
+    NOSCRIPT_PASSWORD,
+    NOSCRIPT_USER,
+    Certs,
+    TLSCluster,
+    make_certs,
+)
 
 from clusterinval.testing.local import LocalCluster, RedisServerNotFoundError
-from tlskit import Certs, TLSCluster, make_certs
-
-APP_USER = "app"
-APP_PASSWORD = "Zq7-app-S3cret-pw"  # distinctive, so a leak is easy to spot
-NOSCRIPT_USER = "noscript"
-NOSCRIPT_PASSWORD = "Zq7-noscript-S3cret-pw"
 
 
 def _unavailable(why: str) -> None:

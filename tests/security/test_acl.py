@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from seckit import APP_PASSWORD, APP_USER, NOSCRIPT_PASSWORD, NOSCRIPT_USER
 
 from clusterinval import (
     ClusterInvalidator,
@@ -21,7 +22,6 @@ from clusterinval import (
 )
 from clusterinval.compat import RedisService
 from clusterinval.testing.fill import fill_keys, scan_all_keys
-from conftest import APP_PASSWORD, APP_USER, NOSCRIPT_PASSWORD, NOSCRIPT_USER
 
 pytestmark = pytest.mark.anyio
 

@@ -9,9 +9,9 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 from redis.asyncio import RedisCluster
+from seckit import Certs, TLSCluster
 
 from clusterinval import ClusterConnectionError, ClusterInvalidator
-from tlskit import Certs, TLSCluster
 
 pytestmark = pytest.mark.anyio
 

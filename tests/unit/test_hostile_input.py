@@ -32,7 +32,7 @@ hostile_objects = st.one_of(
 any_key = st.one_of(st.text(max_size=40), st.binary(max_size=40), globby, hostile_objects)
 any_pattern = st.one_of(globby, glob_text, st.binary(max_size=40), st.text(max_size=40),
                         hostile_objects)
-SETTINGS = settings(max_examples=400, deadline=None,
+SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -176,8 +176,23 @@ def test_odd_but_valid_calls_plan(what: str, call: dict[str, Any]) -> None:
     check_valid(plan, len(call.get("patterns") or []))
 
 
-@pytest.mark.xfail(strict=True, reason="planner.to_bytes_key lets UnicodeEncodeError escape "
-                   "for a lone high surrogate; reported to the lead (planner.py is not ours)")
 def test_lone_surrogate_key_is_an_input_error() -> None:
     with pytest.raises(InvalidKeyError):
         to_bytes_key("k\ud800")
+
+
+HOSTILE_OPERATION_NAMES: list[object] = [
+    "", "user cache", "x" * 65, "a\nb", "drop;--", "../etc", "é", "{{user}}", "a\x00",
+    "label\"} 1\n# injected", 5, None, b"cache",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_OPERATION_NAMES, ids=repr)
+def test_hostile_operation_names_are_refused(name: object) -> None:
+    with pytest.raises(InvalidOperationNameError):
+        validate_operation_name(name)
+
+
+@pytest.mark.parametrize("name", ["cache", "catalog.v2:list-1", "_x", "a" * 64])
+def test_reasonable_operation_names_pass(name: str) -> None:
+    assert validate_operation_name(name) == name

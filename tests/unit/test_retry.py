@@ -1,9 +1,11 @@
-"""retry.classify / is_transient / Backoff: which errors are retried, and how long between tries."""
+"""retry.classify / is_transient / Backoff: which errors are retried, how long between tries; and
+the pacing of ratelimit (key budget, adaptive latency governor)."""
 
 from __future__ import annotations
 
 import random
 
+import anyio
 import pytest
 from redis.exceptions import (
     AskError,
@@ -21,6 +23,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from clusterinval.errors import InvalidInputError
+from clusterinval.options import InvalidatorOptions
+from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
 from clusterinval.retry import Backoff, classify, is_transient
 
 TRANSIENT = [
@@ -101,3 +106,48 @@ def test_backoff_of_zero_base_never_waits() -> None:
 def test_backoff_attempt_below_one_uses_the_base() -> None:
     rng = random.Random(5)
     assert all(Backoff(0.2, 5.0).delay(0, rng) <= 0.2 for _ in range(100))
+
+
+# -- pacing: the key budget and the adaptive latency governor ----------------------------------
+
+
+def test_governor_backs_off_while_slow_and_recovers() -> None:
+    gov = LatencyGovernor(10.0, floor_s=0.002, max_pause_s=0.1)
+    gov.observe("a", 0.005)
+    assert gov.pause_of("a") == 0.0, "a node under target runs at full speed"
+    pauses = []
+    for _ in range(10):
+        gov.observe("a", 0.050)
+        pauses.append(gov.pause_of("a"))
+    assert pauses[:4] == [0.002, 0.004, 0.008, 0.016]
+    assert max(pauses) == 0.1, "the pause is capped"
+    assert gov.pause_of("b") == 0.0, "nodes are paced independently"
+    for _ in range(10):
+        gov.observe("a", 0.001)
+    assert gov.pause_of("a") == 0.0, "the pause decays to nothing once latency is back"
+    assert gov.slowed == 10
+
+
+def test_adaptive_option_is_validated() -> None:
+    assert InvalidatorOptions(adaptive_latency_ms=5).adaptive_latency_ms == 5
+    with pytest.raises(InvalidInputError):
+        InvalidatorOptions(adaptive_latency_ms=0)
+
+
+@pytest.mark.anyio
+async def test_key_budget_paces_after_the_burst() -> None:
+    limiter = KeyRateLimiter(1000)
+    started = anyio.current_time()
+    for _ in range(15):
+        await limiter.acquire(100)
+    elapsed = anyio.current_time() - started
+    # 1,000 keys of burst, the other 500 at 1,000/s.
+    assert 0.45 <= elapsed < 1.5
+
+
+@pytest.mark.anyio
+async def test_unlimited_budget_never_waits() -> None:
+    limiter = KeyRateLimiter(None)
+    with anyio.fail_after(0.5):
+        for _ in range(1000):
+            await limiter.acquire(10_000)

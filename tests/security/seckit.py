@@ -1,4 +1,4 @@
-"""A throwaway CA, server and client certificates (openssl) and a small Redis Cluster over TLS."""
+"""Security test kit: a throwaway CA and certificates, a Redis Cluster over TLS, ACL users."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from clusterinval.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 
 HOST = "127.0.0.1"
+
+APP_USER = "app"
+APP_PASSWORD = "Zq7-app-S3cret-pw"  # distinctive, so a leak is easy to spot
+NOSCRIPT_USER = "noscript"
+NOSCRIPT_PASSWORD = "Zq7-noscript-S3cret-pw"
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class TLSCluster:
 
     def _call(self, port: int, *args: Any) -> Any:
         with self.client(port) as c:
-            return c.execute_command(*args)  # type: ignore[no-untyped-call]
+            return c.execute_command(*args)
 
     @property
     def url(self) -> str:
