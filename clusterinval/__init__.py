@@ -4,7 +4,6 @@ Exact keys and Redis glob patterns, across every primary at once, deleted with s
 ``UNLINK`` (never ``KEYS``, never cross-slot), with Prometheus metrics per ``operation_name``.
 """
 
-from clusterinval.engine import Progress, ProgressWatch
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -15,6 +14,7 @@ from clusterinval.errors import (
     InvalidOperationNameError,
     InvalidPatternError,
 )
+from clusterinval.figures import Progress, ProgressWatch
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions

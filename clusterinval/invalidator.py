@@ -12,7 +12,7 @@ import anyio
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
-from clusterinval.engine import Engine, EngineOutcome, ProgressWatch
+from clusterinval.engine import Engine
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -20,6 +20,7 @@ from clusterinval.errors import (
     InvalidationError,
     InvalidInputError,
 )
+from clusterinval.figures import EngineOutcome, ProgressWatch
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import Plan, make_plan, validate_operation_name

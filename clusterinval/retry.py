@@ -22,7 +22,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Backoff", "ErrorKind", "classify", "is_transient"]
+__all__ = ["Backoff", "ErrorKind", "classify", "describe", "is_transient", "leading_error"]
 
 ErrorKind = Literal[
     "connection", "timeout", "permission", "redirect", "tryagain", "clusterdown",
@@ -84,3 +84,20 @@ class Backoff:
         """Seconds to wait before try number ``attempt`` (1-based) is repeated."""
         ceiling = min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
         return (rng or random).uniform(0, ceiling)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, bounded description of ``exc`` for messages and logs."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+def leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to raise for a (nested) task-group error: one of ours if any, else the first."""
+    from clusterinval.errors import ClusterInvalError
+
+    ours = group.subgroup(lambda e: isinstance(e, ClusterInvalError))
+    exc: BaseException = ours if ours is not None else group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

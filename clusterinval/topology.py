@@ -17,6 +17,7 @@ from redis.asyncio.connection import Connection, parse_url
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
 from clusterinval.errors import ClusterConnectionError, ClusterPermissionError, InvalidInputError
+from clusterinval.retry import describe
 from clusterinval.slots import SLOT_COUNT, SlotSet
 
 __all__ = ["ClusterView", "NodeAddr", "NodeOwnership", "Topology", "command"]
@@ -259,7 +260,7 @@ class Topology:
                 except ClusterPermissionError:
                     raise
                 except (RedisError, OSError, TimeoutError) as exc:
-                    errors.append(f"{node.name}: {_describe(exc)}")
+                    errors.append(f"{node.name}: {describe(exc)}")
                     continue
                 if view is None:
                     continue
@@ -280,7 +281,7 @@ class Topology:
             reply = await command(client, "CLUSTER", "SLOTS")
         except (NoPermissionError, AuthenticationError) as exc:
             raise ClusterPermissionError(
-                f"{node.name} refused the connection or CLUSTER SLOTS: {_describe(exc)}", node.name
+                f"{node.name} refused the connection or CLUSTER SLOTS: {describe(exc)}", node.name
             ) from None
         except ResponseError as exc:
             if "cluster support disabled" in str(exc).lower():
@@ -364,8 +365,3 @@ def parse_myself_line(cluster_nodes: str) -> NodeOwnership:
             else:
                 owned.add(int(item))
     return NodeOwnership(owned, migrating, importing)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."

@@ -29,13 +29,14 @@ from redis.exceptions import (
 
 from clusterinval.batching import SlotBatch
 from clusterinval.errors import ClusterPermissionError
+from clusterinval.figures import NodeCounters
 from clusterinval.options import InvalidatorOptions
 from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
 from clusterinval.topology import NodeAddr, Topology, command
 from clusterinval.wire import pack, send_many
 
-__all__ = ["NodeCounters", "ScriptCache", "Unlinker"]
+__all__ = ["ScriptCache", "Unlinker"]
 
 log = logging.getLogger("clusterinval.engine")
 
@@ -81,18 +82,6 @@ return {r[1], #keys, deleted, failed}
 # Keys per script call: bounds how long one call can hold a node (~1 us per key).
 _SCRIPT_MAX_KEYS = 2000
 
-
-@dataclass(slots=True)
-class NodeCounters:
-    """Mutable per-node tallies during a run."""
-
-    deleted: int = 0
-    matched: int = 0
-    scanned: int = 0
-    scan_calls: int = 0
-    unlink_calls: int = 0
-    busy_s: float = 0.0  # wall time of this node's scan passes
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

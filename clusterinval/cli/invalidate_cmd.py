@@ -21,7 +21,6 @@ from clusterinval.cli.output import (
     print_result,
 )
 from clusterinval.compat import mask_credentials
-from clusterinval.engine import ProgressWatch
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -30,6 +29,7 @@ from clusterinval.errors import (
     InvalidInputError,
 )
 from clusterinval.exposition import push_metrics
+from clusterinval.figures import ProgressWatch
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 from clusterinval.slots import SLOT_COUNT
