@@ -29,9 +29,10 @@ from clusterinval.passes import NodePasses
 from clusterinval.planner import Plan
 from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
 from clusterinval.retry import Backoff, classify, describe, is_transient, leading_error
+from clusterinval.scripts import ServerScripts
 from clusterinval.slots import SlotSet
 from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology
-from clusterinval.unlinker import ScriptCache, Unlinker
+from clusterinval.unlinker import Unlinker
 
 __all__ = ["Engine"]
 
@@ -58,7 +59,7 @@ class Engine:
         self._node_limiters: dict[NodeAddr, KeyRateLimiter] = {}
         self._governor = (LatencyGovernor(options.adaptive_latency_ms)
                           if options.adaptive_latency_ms else None)
-        self._scripts = ScriptCache()
+        self._scripts = ServerScripts(topology, options)
         self._view_read_at = -1e9
 
     def node_limiter(self, node: NodeAddr) -> KeyRateLimiter:

@@ -4,16 +4,15 @@ Two ways to send a node its batches, same result:
 
 * a pipeline of multi-key ``UNLINK`` commands, one per slot batch (works on every server);
 * one short server-side script per call that runs those same per-slot ``UNLINK`` commands
-  (Redis/Valkey 7+ with scripting allowed): a round trip and a parse for hundreds of slots instead
-  of one each. A batch the script could not delete (its slot moved) falls back to the pipeline,
-  which follows MOVED and ASK like a cluster client does.
+  (``scripts.py``): a round trip and a parse for hundreds of slots instead of one each. A batch
+  the script could not delete (its slot moved) falls back to the pipeline, which follows MOVED
+  and ASK like a cluster client does.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -21,9 +20,7 @@ from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
     MovedError,
-    NoScriptError,
     RedisError,
-    ResponseError,
     TryAgainError,
 )
 
@@ -33,74 +30,13 @@ from clusterinval.figures import NodeCounters
 from clusterinval.options import InvalidatorOptions
 from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
-from clusterinval.topology import NodeAddr, Topology, command
+from clusterinval.scripts import ServerScripts, batch_offsets, split_calls
+from clusterinval.topology import NodeAddr, Topology
 from clusterinval.wire import pack, send_many
 
-__all__ = ["ScriptCache", "Unlinker"]
+__all__ = ["Unlinker"]
 
 log = logging.getLogger("clusterinval.engine")
-
-# Each ARGV group is "<n> key1 .. keyn"; every group is one slot, so every UNLINK is single-slot.
-# pcall keeps one moved slot from aborting the others; their group offsets come back for a retry.
-_UNLINK_SCRIPT = b"""#!lua flags=allow-cross-slot-keys
-local deleted = 0
-local failed = {}
-local i = 1
-local n = #ARGV
-while i <= n do
-  local count = tonumber(ARGV[i])
-  local reply = redis.pcall('UNLINK', unpack(ARGV, i + 1, i + count))
-  if type(reply) == 'number' then
-    deleted = deleted + reply
-  else
-    failed[#failed + 1] = i
-  end
-  i = i + count + 1
-end
-return {deleted, failed}
-"""
-
-# One SCAN step and the deletion of what it found, in one call: no key crosses the network. The
-# work per call is bounded by SCAN's COUNT, like a plain SCAN. Keys the node could not delete here
-# (their slot is being imported or moved) come back for the redirect-following path.
-_SCAN_UNLINK_SCRIPT = b"""#!lua flags=allow-cross-slot-keys
-local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local keys = r[2]
-local deleted = 0
-local failed = {}
-for i = 1, #keys do
-  local reply = redis.pcall('UNLINK', keys[i])
-  if type(reply) == 'number' then
-    deleted = deleted + reply
-  else
-    failed[#failed + 1] = keys[i]
-  end
-end
-return {r[1], #keys, deleted, failed}
-"""
-
-# Keys per script call: bounds how long one call can hold a node (~1 us per key).
-_SCRIPT_MAX_KEYS = 2000
-
-
-
-@dataclass(slots=True)
-class ScriptCache:
-    """SHA of each script per node (None where the node refused it)."""
-
-    batch: dict[NodeAddr, bytes | None] = field(default_factory=dict)
-    scan_step: dict[NodeAddr, bytes | None] = field(default_factory=dict)
-
-
-def _offsets(call: list[SlotBatch]) -> dict[int, SlotBatch]:
-    """Lua's 1-based ARGV index of each batch's count in a packed script call."""
-    out: dict[int, SlotBatch] = {}
-    index = 1
-    for batch in call:
-        out[index] = batch
-        index += len(batch[1]) + 1
-    return out
-
 
 class Unlinker:
     """Routes slot batches to their owners and deletes them."""
@@ -114,7 +50,7 @@ class Unlinker:
         on_error: list[tuple[str, ErrorKind]],
         *,
         command: str = "UNLINK",
-        scripts: ScriptCache | None = None,
+        scripts: ServerScripts | None = None,
     ) -> None:
         # command is UNLINK to delete, or EXISTS to count for a dry run (same routing, no effect).
         self._command = command
@@ -128,10 +64,8 @@ class Unlinker:
         # Slots a MOVED reply told us about, used until the next topology refresh.
         self._moved: dict[int, NodeAddr] = {}
         self._moved_generation = -1
-        # Which nodes took which script (None: refused), shared across runs of one engine.
-        cache = scripts if scripts is not None else ScriptCache()
-        self._script_sha = cache.batch
-        self._scan_sha = cache.scan_step
+        # Shared across runs of one engine: which nodes took which script.
+        self._scripts = scripts if scripts is not None else ServerScripts(topology, options)
 
     def counters(self, node: NodeAddr) -> NodeCounters:
         """The tallies for ``node`` (created on first use)."""
@@ -215,10 +149,8 @@ class Unlinker:
             await lim.acquire(n_keys)
         try:
             with anyio.fail_after(self._options.command_timeout_s):
-                if self._command == "UNLINK" and len(batches) > 1 and await self.uses_script(node):
-                    sha = self._script_sha[node]
-                    assert sha is not None
-                    return await self._send_script(node, sha, batches)
+                if len(batches) > 1 and await self.uses_script(node):
+                    return await self._send_script(node, batches)
                 return await self._send_pipeline(node, batches)
         except (RedisError, OSError, TimeoutError) as exc:
             self._note(node, exc)
@@ -228,75 +160,32 @@ class Unlinker:
 
     async def uses_script(self, node: NodeAddr) -> bool:
         """True when ``node`` takes the server-side batch script (loading it on first ask)."""
-        if not self._options.server_scripts or self._command != "UNLINK":
+        if self._command != "UNLINK":
             return False
-        try:
-            return await self._script(node) is not None
-        except (RedisError, OSError):
-            return False
-
-    async def _script(self, node: NodeAddr) -> bytes | None:
-        return await self._load(node, _UNLINK_SCRIPT, self._script_sha)
-
-    async def _load(
-        self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None]
-    ) -> bytes | None:
-        if node in cache:
-            return cache[node]
-        try:
-            sha = await command(self._topology.client(node), "SCRIPT", "LOAD", script)
-        except ResponseError as exc:
-            # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
-            log.info("server scripts unavailable on %s (%s); using pipelined UNLINK", node, exc)
-            cache[node] = None
-            return None
-        cache[node] = sha if isinstance(sha, bytes) else str(sha).encode()
-        return cache[node]
+        return await self._scripts.batch_ready(node)
 
     async def scan_unlink_ready(self, node: NodeAddr) -> bool:
         """True when ``node`` can scan and delete in one server-side step."""
-        if not self._options.server_scripts or self._command != "UNLINK":
+        if self._command != "UNLINK":
             return False
-        try:
-            return await self._load(node, _SCAN_UNLINK_SCRIPT, self._scan_sha) is not None
-        except (RedisError, OSError):
-            return False
+        return await self._scripts.scan_step_ready(node)
 
     async def scan_unlink(
         self, node: NodeAddr, cursor: int, match: bytes, count: int
     ) -> tuple[int, int, int, list[bytes]]:
         """One server-side SCAN step that deletes its matches: (cursor, matched, deleted, left)."""
-        sha = self._scan_sha.get(node)
-        if sha is None:
-            raise RuntimeError("scan_unlink_ready() must be checked first")
-        client = self._topology.client(node)
-        try:
-            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
-        except NoScriptError:
-            self._scan_sha.pop(node, None)  # script cache flushed (restart or failover)
-            if not await self.scan_unlink_ready(node):
-                raise
-            reply = await command(client, "EVALSHA", self._scan_sha[node], 0, cursor, match, count)
+        step = await self._scripts.scan_step(node, cursor, match, count)
         counters = self.counters(node)
         counters.unlink_calls += 1
         counters.scan_calls += 1
-        deleted = int(reply[2])
-        counters.deleted += deleted
-        return int(reply[0]), int(reply[1]), deleted, list(reply[3] or [])
+        counters.deleted += step.deleted
+        return step.cursor, step.matched, step.deleted, step.left
 
     async def _send_script(
-        self, node: NodeAddr, sha: bytes, batches: list[SlotBatch]
+        self, node: NodeAddr, batches: list[SlotBatch]
     ) -> tuple[int, list[SlotBatch], BaseException | None]:
-        # Cut the batches into calls of bounded size, send them all pipelined.
-        calls: list[list[SlotBatch]] = [[]]
-        size = 0
-        for batch in batches:
-            if size >= _SCRIPT_MAX_KEYS:
-                calls.append([])
-                size = 0
-            calls[-1].append(batch)
-            size += len(batch[1])
-        replies = await self._run_script_calls(node, sha, calls)
+        calls = split_calls(batches)
+        replies = await self._scripts.run_batches(node, calls)
         counters = self.counters(node)
         counters.unlink_calls += len(calls)
         deleted = 0
@@ -309,37 +198,13 @@ class Unlinker:
                 continue
             removed, failed = int(reply[0]), reply[1] or []
             deleted += removed
-            offsets = _offsets(call)
+            offsets = batch_offsets(call)
             fallback.extend(offsets[int(i)] for i in failed)
         counters.deleted += deleted
         if not fallback:
             return deleted, [], None
         n, again, err = await self._send_pipeline(node, fallback)
         return deleted + n, again, err
-
-    async def _run_script_calls(
-        self, node: NodeAddr, sha: bytes, calls: list[list[SlotBatch]]
-    ) -> list[Any]:
-        client = self._topology.client(node)
-
-        def packed(with_sha: bytes) -> list[bytes]:
-            out = []
-            for call in calls:
-                argv: list[bytes | int] = []
-                for _slot, keys in call:
-                    argv.append(len(keys))
-                    argv.extend(keys)
-                out.append(pack(b"EVALSHA", with_sha, 0, *argv))
-            return out
-
-        replies = await send_many(client, packed(sha))
-        if any(isinstance(r, NoScriptError) for r in replies):
-            # The node lost its script cache (restart, or a replica promoted): load it again.
-            self._script_sha.pop(node, None)
-            new_sha = await self._script(node)
-            if new_sha is not None:
-                replies = await send_many(client, packed(new_sha))
-        return replies
 
     async def _send_pipeline(
         self, node: NodeAddr, batches: list[SlotBatch]

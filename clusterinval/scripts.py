@@ -1,0 +1,186 @@
+"""Short server-side Lua scripts: per-slot UNLINK batches, and a SCAN step that deletes.
+
+Both declare ``allow-cross-slot-keys`` (Redis/Valkey 7.0+), so one call may handle keys of several
+slots served by the node, while every ``UNLINK`` inside stays single-slot. Keys are passed as
+ARGV: a key whose slot is not (or no longer) served by the node makes its ``UNLINK`` fail inside
+``pcall``, and the caller sends it through the redirect-following path instead. Each call's work
+is bounded, so a script never holds a node for long. Availability is detected per node with
+``SCRIPT LOAD`` (refused by old servers and by ACLs without scripting), never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from clusterinval.batching import SlotBatch
+from clusterinval.options import InvalidatorOptions
+from clusterinval.topology import NodeAddr, Topology, command
+from clusterinval.wire import pack, send_many
+
+__all__ = ["SCRIPT_MAX_KEYS", "ScanStep", "ServerScripts", "batch_offsets", "split_calls"]
+
+log = logging.getLogger("clusterinval.engine")
+
+# ARGV is "<n> key1 .. keyn" per slot batch. The 1-based index of each failed batch's count comes
+# back so the caller can retry exactly those batches.
+_UNLINK_BATCHES = b"""#!lua flags=allow-cross-slot-keys
+local deleted = 0
+local failed = {}
+local i = 1
+local n = #ARGV
+while i <= n do
+  local count = tonumber(ARGV[i])
+  local reply = redis.pcall('UNLINK', unpack(ARGV, i + 1, i + count))
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = i
+  end
+  i = i + count + 1
+end
+return {deleted, failed}
+"""
+
+# One SCAN step and the deletion of what it found: no key crosses the network. The work per call
+# is bounded by SCAN's COUNT, like a plain SCAN.
+_SCAN_STEP = b"""#!lua flags=allow-cross-slot-keys
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys = r[2]
+local deleted = 0
+local failed = {}
+for i = 1, #keys do
+  local reply = redis.pcall('UNLINK', keys[i])
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = keys[i]
+  end
+end
+return {r[1], #keys, deleted, failed}
+"""
+
+# Keys per batch-script call: bounds how long one call holds a node (~1 us per key).
+SCRIPT_MAX_KEYS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStep:
+    """What one server-side SCAN step did."""
+
+    cursor: int
+    matched: int
+    deleted: int
+    left: list[bytes]  # matched keys the node could not delete itself
+
+
+def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:
+    """Slot batches cut into script calls of about ``SCRIPT_MAX_KEYS`` keys."""
+    calls: list[list[SlotBatch]] = [[]]
+    size = 0
+    for batch in batches:
+        if size >= SCRIPT_MAX_KEYS:
+            calls.append([])
+            size = 0
+        calls[-1].append(batch)
+        size += len(batch[1])
+    return calls
+
+
+def batch_offsets(call: list[SlotBatch]) -> dict[int, SlotBatch]:
+    """Lua's 1-based ARGV index of each batch's count in a packed script call."""
+    out: dict[int, SlotBatch] = {}
+    index = 1
+    for batch in call:
+        out[index] = batch
+        index += len(batch[1]) + 1
+    return out
+
+
+class ServerScripts:
+    """Loads the scripts on each node once and runs them; shared by the runs of one engine."""
+
+    def __init__(self, topology: Topology, options: InvalidatorOptions) -> None:
+        self._topology = topology
+        self._enabled = options.server_scripts
+        # SHA per node, or None where the node refused the script.
+        self._batch: dict[NodeAddr, bytes | None] = {}
+        self._scan: dict[NodeAddr, bytes | None] = {}
+
+    async def batch_ready(self, node: NodeAddr) -> bool:
+        """True when ``node`` runs the batch script (loading it on first ask)."""
+        return await self._ready(node, _UNLINK_BATCHES, self._batch)
+
+    async def scan_step_ready(self, node: NodeAddr) -> bool:
+        """True when ``node`` runs the SCAN step script (loading it on first ask)."""
+        return await self._ready(node, _SCAN_STEP, self._scan)
+
+    async def _ready(
+        self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None]
+    ) -> bool:
+        if not self._enabled:
+            return False
+        try:
+            return await self._load(node, script, cache) is not None
+        except (RedisError, OSError):
+            return False
+
+    async def _load(
+        self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None]
+    ) -> bytes | None:
+        if node in cache:
+            return cache[node]
+        try:
+            sha = await command(self._topology.client(node), "SCRIPT", "LOAD", script)
+        except ResponseError as exc:
+            # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
+            log.info("server scripts unavailable on %s (%s); using pipelined UNLINK", node, exc)
+            cache[node] = None
+            return None
+        cache[node] = sha if isinstance(sha, bytes) else str(sha).encode()
+        return cache[node]
+
+    async def scan_step(self, node: NodeAddr, cursor: int, match: bytes, count: int) -> ScanStep:
+        """Run one SCAN step on ``node`` that deletes what it finds."""
+        sha = self._scan.get(node)
+        if sha is None:
+            raise RuntimeError("scan_step_ready() must be checked first")
+        client = self._topology.client(node)
+        try:
+            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
+        except NoScriptError:
+            # The node lost its script cache (restart, or a replica promoted): load it again.
+            self._scan.pop(node, None)
+            sha = await self._load(node, _SCAN_STEP, self._scan)
+            if sha is None:
+                raise
+            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
+        return ScanStep(int(reply[0]), int(reply[1]), int(reply[2]), list(reply[3] or []))
+
+    async def run_batches(self, node: NodeAddr, calls: list[list[SlotBatch]]) -> list[Any]:
+        """Send the batch script calls to ``node`` pipelined; one reply (or error) per call."""
+        sha = self._batch.get(node)
+        if sha is None:
+            raise RuntimeError("batch_ready() must be checked first")
+        client = self._topology.client(node)
+
+        def packed(with_sha: bytes) -> list[bytes]:
+            out = []
+            for call in calls:
+                argv: list[bytes | int] = []
+                for _slot, keys in call:
+                    argv.append(len(keys))
+                    argv.extend(keys)
+                out.append(pack(b"EVALSHA", with_sha, 0, *argv))
+            return out
+
+        replies = await send_many(client, packed(sha))
+        if any(isinstance(r, NoScriptError) for r in replies):
+            self._batch.pop(node, None)
+            new_sha = await self._load(node, _UNLINK_BATCHES, self._batch)
+            if new_sha is not None:
+                replies = await send_many(client, packed(new_sha))
+        return replies
