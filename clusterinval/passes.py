@@ -99,13 +99,18 @@ class NodePasses:
     async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         """Scan and delete in one server-side step per SCAN call (the fast path)."""
         cursor = 0
-        count = self.options.server_scan_count
+        dense, sparse = self.options.server_scan_count, max(self.options.scan_count,
+                                                           self.options.server_scan_count)
+        count = dense
         match = scan_pass.match
         counters = self.unlinker.counters(node)
         while True:
             cursor, matched, deleted, left = await self._call(
-                node, lambda c=cursor: self.unlinker.scan_unlink(node, c, match, count)
+                node, lambda c=cursor, n=count: self.unlinker.scan_unlink(node, c, match, n)
             )
+            # A step's cost is mostly its deletions: where matches are sparse, a step may walk
+            # further (scan_count) for the same work; where they are dense, it walks less.
+            count = sparse if matched * 4 < dense else dense
             self.watch.scan_calls += 1
             counters.matched += matched
             self.out.matched += matched
