@@ -124,7 +124,8 @@ def bench_table(data: dict[str, Any]) -> Table:
                 run["tool"],
                 _range(run),
                 "-" if ratio is None else f"{ratio:.2f}",
-                _ms(run.get("longest_command_ms")),
+                (f"<{data.get('slowlog_threshold_us', 500) / 1000:g}"
+                 if run.get("longest_command_ms") is None else _ms(run["longest_command_ms"])),
                 f"{run['cpu_s']:.2f}" if run.get("cpu_s") is not None else "-",
                 f"{run['rss_growth_mb']:.1f}" if run.get("rss_growth_mb") is not None else "-",
                 "[green]yes[/]" if run["verified"] else "[bold red]NO[/]",

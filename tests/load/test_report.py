@@ -49,3 +49,36 @@ class TestScenarios:
     def test_too_small_a_size_is_refused(self) -> None:
         with pytest.raises(ValueError, match="at least 10000"):
             scenarios(5_000)
+
+
+class TestGoals:
+    @staticmethod
+    def _report(ci: float, glide: float) -> dict[str, object]:
+        def tool(name: str, median: float, longest: float = 1.0) -> dict[str, object]:
+            return {"tool": name, "median_s": median, "longest_command_ms": longest,
+                    "rss_growth_mb": 0.5, "verified": True}
+
+        return {"scenarios": [{"name": "S2", "tools": [
+            tool("clusterinval", ci, longest=12.0), tool("valkey-glide", glide),
+            tool("redis-py", 10 * ci), tool("floor", ci / 3)]}]}
+
+    def test_each_goal_is_judged_from_the_medians(self) -> None:
+        from clusterinval.loadtest.bench import goals
+
+        judged = {g["goal"]: g["met"] for g in goals(self._report(ci=1.0, glide=2.0))}
+        assert judged["S2: >= 3x faster than valkey-glide"] is False
+        assert judged["S2: >= 5x faster than redis-py"] is True
+        assert judged["S2: within 2x of the server-side floor (aim)"] is False
+        assert judged["no command blocks a node > 10 ms (clusterinval, all scenarios)"] is False
+        assert judged["S2: client peak memory grows < 20 MB"] is True
+        assert judged["S3: under 20 ms"] is None  # not measured: neither met nor failed
+
+
+def test_missing_glide_is_a_skip_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from clusterinval.loadtest.peers import glide_available
+
+    monkeypatch.setitem(sys.modules, "glide", None)  # makes `import glide` fail
+    reason = glide_available()
+    assert reason is not None and "clusterinval[bench]" in reason
