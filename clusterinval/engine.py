@@ -45,8 +45,9 @@ _SLOT_LIST_LIMIT = 5000
 _VIEW_TTL_S = 5.0
 # How long a pass waits for a replica to catch up with its primary before scanning the primary.
 _REPLICA_CATCH_UP_S = 1.0
-# Exact keys are handled this many at a time, bounding the batches held in memory.
-_EXACT_CHUNK = 20_000
+# Exact keys are grouped by slot this many at a time. Large chunks group best (keys of a slot go
+# in one UNLINK); the batches only reference the caller's keys, so memory grows little.
+_EXACT_CHUNK = 200_000
 
 
 class Engine:
@@ -124,6 +125,7 @@ class _Run(NodePasses):
         self.backoff = Backoff(self.options.backoff_base_s, self.options.backoff_cap_s)
         self.coverage = Coverage([p.slots for p in plan.passes])
         self.exact_failed = SlotSet()
+        self.fatal: str | None = None  # a non-transient error: no further round can help
         watch.slots_to_cover = len(plan.slots_to_cover)
         self.unlinker = Unlinker(
             self.topology, self.options, out.nodes, engine._limiter, out.errors,
@@ -188,6 +190,9 @@ class _Run(NodePasses):
                         tg.start_soon(self._job, node, i, need)
             if self.coverage.done:
                 return
+            if self.fatal is not None:
+                self.out.messages.append(self.fatal)
+                return
             attempt += 1
             left = self.coverage.left
             log.info("%d slots not covered yet (round %d); re-reading topology", left, attempt)
@@ -212,11 +217,14 @@ class _Run(NodePasses):
             if not len(need.intersection(before.stable)):
                 return  # the node no longer serves these slots: next round finds the new owner
             slot = scan_pass.single_slot
+            # Slot-level commands exist only in cluster mode.
+            cluster = not (self.topology.view and self.topology.view.standalone)
             listed = False
-            if slot is not None and not (self.topology.view and self.topology.view.standalone):
+            if slot is not None and cluster:
                 listed = await self._list_slot(node, scan_pass, index, slot)
             if not listed:
-                await self._scan_node(node, scan_pass, index)
+                walk = need.intersection(before.owned) if cluster else None
+                await self._scan_node(node, scan_pass, index, walk)
             after = await self._ownership(node)
         except ClusterPermissionError:
             raise
@@ -224,6 +232,9 @@ class _Run(NodePasses):
             self.out.errors.append((node.name, classify(exc)))
             counters.errors.append(describe(exc))
             log.warning("scan of %s ended early: %s", node, describe(exc))
+            if not is_transient(exc):
+                # Another round would meet the same answer: end the run, incomplete.
+                self.fatal = f"{node.name}: {describe(exc)}"
             return
         finally:
             counters.busy_s += anyio.current_time() - started

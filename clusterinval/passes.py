@@ -24,6 +24,7 @@ from clusterinval.figures import EngineOutcome, ProgressWatch
 from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import ScanPass
 from clusterinval.retry import describe, leading_error
+from clusterinval.slots import SlotSet
 from clusterinval.topology import NodeAddr, Topology, command
 from clusterinval.unlinker import Unlinker
 
@@ -37,6 +38,10 @@ log = logging.getLogger("clusterinval.engine")
 # A hash-tagged pattern's slot is listed with GETKEYSINSLOT when it holds at most this many keys
 # (one bounded command); a larger slot is served by a SCAN of its owner instead.
 _SLOT_LIST_LIMIT = 5000
+# The slot walk reads about this many keys per call, and leaves a slot holding more than the cap
+# to a SCAN of its node: both bound how long one call holds the node (a few ms).
+_WALK_BUDGET = 2000
+_WALK_SLOT_CAP = 2000
 # How long a pass waits for a replica to catch up with its primary before scanning the primary.
 _REPLICA_CATCH_UP_S = 1.0
 
@@ -83,18 +88,59 @@ class NodePasses:
             await self._consume_keys(node, scan_pass, index, list(keys), None)
         return True
 
-    async def _scan_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
+    async def _scan_node(
+        self, node: NodeAddr, scan_pass: ScanPass, index: int, slots: SlotSet | None = None
+    ) -> None:
+        """Serve a pass on ``node``; ``slots`` (those it needs and the node holds) may narrow it."""
         client = self.topology.client(node)
         counters = self.unlinker.counters(node)
-        size = int(await self._call(node, client.dbsize))
         source = await self._scan_source(node) if self.options.scan_on_replicas else node
-        if (source == node and not self.dry_run and scan_pass.server_exact
-                and await self.unlinker.scan_unlink_ready(node)):
+        # Server-side paths read the primary; scanning a replica instead needs the client path.
+        server_side = not self.dry_run and scan_pass.server_exact and source == node
+        if (server_side and slots is not None and scan_pass.globs[0].prefix_only
+                and await self.unlinker.slot_walk_ready(node)
+                and await self._slot_walk_node(node, scan_pass, index, slots)):
+            return
+        size = int(await self._call(node, client.dbsize))
+        if server_side and await self.unlinker.scan_unlink_ready(node):
             await self._scan_unlink_node(node, scan_pass, index)
         else:
             await self._scan_then_delete(node, scan_pass, index, source)
         counters.scanned += size
         self.out.scanned += size
+
+    async def _slot_walk_node(
+        self, node: NodeAddr, scan_pass: ScanPass, index: int, slots: SlotSet
+    ) -> bool:
+        """Serve a prefix pattern slot by slot, server-side; False if a slot was too big to read.
+
+        Each call reads whole slots (up to a key budget) and unlinks their matches with one
+        UNLINK per slot: far fewer commands than one per key, and only the needed slots are read.
+        """
+        prefix = scan_pass.globs[0].literal_prefix
+        counters = self.unlinker.counters(node)
+        complete = True
+        for lo, hi in slots.ranges():
+            start = lo
+            while start != -1:
+                step = await self._call(node, lambda s=start, h=hi: self.unlinker.slot_walk(
+                    node, prefix, s, h, _WALK_BUDGET, _WALK_SLOT_CAP))
+                self.watch.scan_calls += 1
+                counters.scanned += step.examined
+                self.out.scanned += step.examined
+                counters.matched += step.matched
+                self.out.matched += step.matched
+                self.out.per_pattern[scan_pass.origins[0]] += step.matched
+                self.out.deleted += step.deleted
+                self.watch.matched += step.matched
+                self.watch.deleted += step.deleted
+                if step.left:
+                    await self._delete(group_by_slot(step.left, self.options.unlink_batch))
+                complete = complete and not step.big_slots
+                await self.engine._limiter.acquire(step.matched)
+                await self.engine.node_limiter(node).acquire(step.matched)
+                start = step.next_slot
+        return complete
 
     async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         """Scan and delete in one server-side step per SCAN call (the fast path)."""

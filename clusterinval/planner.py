@@ -138,7 +138,10 @@ def make_plan(
         raise InvalidInputError(
             f"{len(raw_keys)} keys in one call exceeds max_keys_per_call={max_keys}; split the call"
         )
-    exact: dict[bytes, None] = dict.fromkeys(to_bytes_key(k) for k in raw_keys)
+    # Most callers pass non-empty bytes or str: take those without the full check per key.
+    exact: dict[bytes, None] = dict.fromkeys(
+        k if type(k) is bytes and k else to_bytes_key(k) for k in raw_keys
+    )
 
     globs: list[tuple[int, Glob]] = []
     pattern_bytes: list[bytes] = []

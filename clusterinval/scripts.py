@@ -21,7 +21,9 @@ from clusterinval.options import InvalidatorOptions
 from clusterinval.topology import NodeAddr, Topology, command
 from clusterinval.wire import pack, send_many
 
-__all__ = ["SCRIPT_MAX_KEYS", "ScanStep", "ServerScripts", "batch_offsets", "split_calls"]
+__all__ = [
+    "SCRIPT_MAX_KEYS", "ScanStep", "ServerScripts", "SlotWalkStep", "batch_offsets", "split_calls",
+]
 
 log = logging.getLogger("clusterinval.engine")
 
@@ -63,8 +65,55 @@ end
 return {r[1], #keys, deleted, failed}
 """
 
-# Keys per batch-script call: bounds how long one call holds a node (~1 us per key).
-SCRIPT_MAX_KEYS = 2000
+# Walks a node's slots from ARGV[4] to ARGV[5], reading each slot whole (COUNTKEYSINSLOT, then
+# GETKEYSINSLOT), keeping the keys that start with the prefix ARGV[1], and unlinking them with one
+# UNLINK per slot (a single slot: never cross-slot). It stops once it has read ARGV[2] keys and
+# says where to resume. A slot holding more than ARGV[3] keys is not read (one GETKEYSINSLOT of it
+# would hold the node too long): it is reported, and the caller scans that node instead. The
+# prefix test is exact for a pattern that is its literal prefix followed by '*'.
+_SLOT_WALK = b"""#!lua flags=allow-cross-slot-keys
+local prefix = ARGV[1]
+local plen = #prefix
+local budget = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local s = tonumber(ARGV[4])
+local hi = tonumber(ARGV[5])
+local examined, matched, deleted = 0, 0, 0
+local big, failed = {}, {}
+while s <= hi do
+  if examined >= budget then break end
+  local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', s)
+  if n > cap then
+    big[#big + 1] = s
+  elseif n > 0 then
+    local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', s, n)
+    examined = examined + #keys
+    local hit = {}
+    for j = 1, #keys do
+      if string.sub(keys[j], 1, plen) == prefix then hit[#hit + 1] = keys[j] end
+    end
+    local j = 1
+    while j <= #hit do
+      local last = math.min(j + 499, #hit)
+      local reply = redis.pcall('UNLINK', unpack(hit, j, last))
+      if type(reply) == 'number' then
+        deleted = deleted + reply
+      else
+        for m = j, last do failed[#failed + 1] = hit[m] end
+      end
+      j = last + 1
+    end
+    matched = matched + #hit
+  end
+  s = s + 1
+end
+if s > hi then s = -1 end
+return {s, examined, matched, deleted, big, failed}
+"""
+
+# Keys per batch-script call: bounds how long one call holds a node (about 8 us per slot group
+# and 1 us per key: at most a few ms).
+SCRIPT_MAX_KEYS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +123,18 @@ class ScanStep:
     cursor: int
     matched: int
     deleted: int
+    left: list[bytes]  # matched keys the node could not delete itself
+
+
+@dataclass(frozen=True, slots=True)
+class SlotWalkStep:
+    """What one slot-walk call did; ``next_slot`` is -1 when the range is done."""
+
+    next_slot: int
+    examined: int
+    matched: int
+    deleted: int
+    big_slots: list[int]  # slots too large to read in one call: scan the node instead
     left: list[bytes]  # matched keys the node could not delete itself
 
 
@@ -109,6 +170,7 @@ class ServerScripts:
         # SHA per node, or None where the node refused the script.
         self._batch: dict[NodeAddr, bytes | None] = {}
         self._scan: dict[NodeAddr, bytes | None] = {}
+        self._walk: dict[NodeAddr, bytes | None] = {}
 
     async def batch_ready(self, node: NodeAddr) -> bool:
         """True when ``node`` runs the batch script (loading it on first ask)."""
@@ -117,6 +179,37 @@ class ServerScripts:
     async def scan_step_ready(self, node: NodeAddr) -> bool:
         """True when ``node`` runs the SCAN step script (loading it on first ask)."""
         return await self._ready(node, _SCAN_STEP, self._scan)
+
+    async def slot_walk_ready(self, node: NodeAddr) -> bool:
+        """True when ``node`` runs the slot-walk script (loading it on first ask)."""
+        return await self._ready(node, _SLOT_WALK, self._walk)
+
+    async def slot_walk(
+        self, node: NodeAddr, prefix: bytes, lo: int, hi: int, budget: int, cap: int
+    ) -> SlotWalkStep:
+        """Walk slots ``lo..hi`` of ``node`` until ``budget`` keys were read, deleting by prefix."""
+        args = (prefix, budget, cap, lo, hi)
+        reply = await self._eval(node, _SLOT_WALK, self._walk, args)
+        return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
+                            [int(s) for s in reply[4] or []], list(reply[5] or []))
+
+    async def _eval(
+        self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None],
+        args: tuple[bytes | int, ...],
+    ) -> Any:
+        sha = cache.get(node)
+        if sha is None:
+            raise RuntimeError("the script must be checked ready first")
+        client = self._topology.client(node)
+        try:
+            return await command(client, "EVALSHA", sha, 0, *args)
+        except NoScriptError:
+            # The node lost its script cache (restart, or a replica promoted): load it again.
+            cache.pop(node, None)
+            sha = await self._load(node, script, cache)
+            if sha is None:
+                raise
+            return await command(client, "EVALSHA", sha, 0, *args)
 
     async def _ready(
         self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None]
@@ -145,19 +238,7 @@ class ServerScripts:
 
     async def scan_step(self, node: NodeAddr, cursor: int, match: bytes, count: int) -> ScanStep:
         """Run one SCAN step on ``node`` that deletes what it finds."""
-        sha = self._scan.get(node)
-        if sha is None:
-            raise RuntimeError("scan_step_ready() must be checked first")
-        client = self._topology.client(node)
-        try:
-            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
-        except NoScriptError:
-            # The node lost its script cache (restart, or a replica promoted): load it again.
-            self._scan.pop(node, None)
-            sha = await self._load(node, _SCAN_STEP, self._scan)
-            if sha is None:
-                raise
-            reply = await command(client, "EVALSHA", sha, 0, cursor, match, count)
+        reply = await self._eval(node, _SCAN_STEP, self._scan, (cursor, match, count))
         return ScanStep(int(reply[0]), int(reply[1]), int(reply[2]), list(reply[3] or []))
 
     async def run_batches(self, node: NodeAddr, calls: list[list[SlotBatch]]) -> list[Any]:

@@ -30,7 +30,7 @@ from clusterinval.figures import NodeCounters
 from clusterinval.options import InvalidatorOptions
 from clusterinval.ratelimit import KeyRateLimiter
 from clusterinval.retry import Backoff, ErrorKind, classify, is_transient
-from clusterinval.scripts import ServerScripts, batch_offsets, split_calls
+from clusterinval.scripts import ServerScripts, SlotWalkStep, batch_offsets, split_calls
 from clusterinval.topology import NodeAddr, Topology
 from clusterinval.wire import pack, send_many
 
@@ -169,6 +169,23 @@ class Unlinker:
         if self._command != "UNLINK":
             return False
         return await self._scripts.scan_step_ready(node)
+
+    async def slot_walk_ready(self, node: NodeAddr) -> bool:
+        """True when ``node`` can walk its slots server-side, deleting by prefix."""
+        if self._command != "UNLINK":
+            return False
+        return await self._scripts.slot_walk_ready(node)
+
+    async def slot_walk(
+        self, node: NodeAddr, prefix: bytes, lo: int, hi: int, budget: int, cap: int
+    ) -> SlotWalkStep:
+        """One server-side slot-walk call (see ``scripts.py``), counted on ``node``."""
+        step = await self._scripts.slot_walk(node, prefix, lo, hi, budget, cap)
+        counters = self.counters(node)
+        counters.unlink_calls += 1
+        counters.scan_calls += 1
+        counters.deleted += step.deleted
+        return step
 
     async def scan_unlink(
         self, node: NodeAddr, cursor: int, match: bytes, count: int

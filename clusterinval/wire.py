@@ -29,11 +29,10 @@ def _arg(a: Arg) -> bytes:
 def pack(*args: Arg) -> bytes:
     """One command in RESP (an array of bulk strings)."""
     parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
     for a in args:
-        b = _arg(a)
-        parts.append(b"$%d\r\n" % len(b))
-        parts.append(b)
-        parts.append(b"\r\n")
+        b = a if type(a) is bytes else _arg(a)
+        append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(parts)
 
 

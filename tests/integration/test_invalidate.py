@@ -266,3 +266,23 @@ class TestBadInput:
         with pytest.raises(ClusterConnectionError, match="no node of the cluster answered"):
             await inv.invalidate(keys=["a"], operation_name="down")
         await inv.aclose()
+
+
+class TestServerPaths:
+    """Where the server-side slot walk cannot serve a slot, the node is scanned instead."""
+
+    async def test_slot_too_big_to_walk_falls_back_to_scan(self, cluster_url: str) -> None:
+        hot = [f"h{{hot}}:{i}".encode() for i in range(2500)]  # one slot, over the walk's cap
+        spread = [f"h:{i}".encode() for i in range(3000)]
+        keep = [f"x:{i}".encode() for i in range(3000)] + [b"{hot}x"]
+        fill_keys(cluster_url, hot + spread + keep)
+        r = await run(cluster_url, patterns=["h*"], operation_name="walk")
+        assert r.complete and r.deleted == 5500
+        assert scan_all_keys(cluster_url) == set(keep)
+
+    async def test_walk_deletes_only_the_prefix(self, cluster_url: str) -> None:
+        keys = [f"{p}:{i}".encode() for p in ("ab", "abc", "a", "b") for i in range(2000)]
+        fill_keys(cluster_url, keys)
+        r = await run(cluster_url, patterns=["ab*"], operation_name="walk")
+        assert r.deleted == 4000 and r.per_pattern == (("ab*", 4000),)
+        assert scan_all_keys(cluster_url) == {k for k in keys if not k.startswith(b"ab")}
