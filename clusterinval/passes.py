@@ -40,8 +40,8 @@ log = logging.getLogger("clusterinval.engine")
 _SLOT_LIST_LIMIT = 5000
 # The slot walk reads about this many keys per call, and leaves a slot holding more than the cap
 # to a SCAN of its node: both bound how long one call holds the node (a few ms).
-_WALK_BUDGET = 2000
-_WALK_SLOT_CAP = 2000
+_WALK_BUDGET = 600
+_WALK_SLOT_CAP = 1000
 # How long a pass waits for a replica to catch up with its primary before scanning the primary.
 _REPLICA_CATCH_UP_S = 1.0
 
@@ -97,7 +97,8 @@ class NodePasses:
         source = await self._scan_source(node) if self.options.scan_on_replicas else node
         # Server-side paths read the primary; scanning a replica instead needs the client path.
         server_side = not self.dry_run and scan_pass.server_exact and source == node
-        if (server_side and slots is not None and scan_pass.globs[0].prefix_only
+        walkable = all(g.prefix_only for g in scan_pass.globs)
+        if (not self.dry_run and source == node and walkable and slots is not None
                 and await self.unlinker.slot_walk_ready(node)
                 and await self._slot_walk_node(node, scan_pass, index, slots)):
             return
@@ -117,20 +118,22 @@ class NodePasses:
         Each call reads whole slots (up to a key budget) and unlinks their matches with one
         UNLINK per slot: far fewer commands than one per key, and only the needed slots are read.
         """
-        prefix = scan_pass.globs[0].literal_prefix
+        prefixes = tuple(g.literal_prefix for g in scan_pass.globs)
         counters = self.unlinker.counters(node)
+        budget = self._walk_budget()
         complete = True
         for lo, hi in slots.ranges():
             start = lo
             while start != -1:
                 step = await self._call(node, lambda s=start, h=hi: self.unlinker.slot_walk(
-                    node, prefix, s, h, _WALK_BUDGET, _WALK_SLOT_CAP))
+                    node, prefixes, s, h, budget, _WALK_SLOT_CAP))
                 self.watch.scan_calls += 1
                 counters.scanned += step.examined
                 self.out.scanned += step.examined
                 counters.matched += step.matched
                 self.out.matched += step.matched
-                self.out.per_pattern[scan_pass.origins[0]] += step.matched
+                for origin, n in zip(scan_pass.origins, step.per_prefix, strict=True):
+                    self.out.per_pattern[origin] += n
                 self.out.deleted += step.deleted
                 self.watch.matched += step.matched
                 self.watch.deleted += step.deleted
@@ -141,6 +144,14 @@ class NodePasses:
                 await self.engine.node_limiter(node).acquire(step.matched)
                 start = step.next_slot
         return complete
+
+    def _walk_budget(self) -> int:
+        """Keys one slot-walk call reads: smaller under a rate limit, so calls stay short."""
+        rate = self.options.node_keys_per_second or self.options.keys_per_second
+        if rate is None:
+            return _WALK_BUDGET
+        # About a hundred calls a second at the budgeted rate: each holds the node well under 1 ms.
+        return max(50, min(_WALK_BUDGET, int(rate / 100)))
 
     async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         """Scan and delete in one server-side step per SCAN call (the fast path)."""

@@ -65,19 +65,25 @@ end
 return {r[1], #keys, deleted, failed}
 """
 
-# Walks a node's slots from ARGV[4] to ARGV[5], reading each slot whole (COUNTKEYSINSLOT, then
-# GETKEYSINSLOT), keeping the keys that start with the prefix ARGV[1], and unlinking them with one
-# UNLINK per slot (a single slot: never cross-slot). It stops once it has read ARGV[2] keys and
-# says where to resume. A slot holding more than ARGV[3] keys is not read (one GETKEYSINSLOT of it
-# would hold the node too long): it is reported, and the caller scans that node instead. The
-# prefix test is exact for a pattern that is its literal prefix followed by '*'.
+# Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
+# GETKEYSINSLOT), keeping the keys that start with one of the prefixes ARGV[5..], and unlinking
+# them with one UNLINK per slot (a single slot: never cross-slot). It stops once it has read
+# ARGV[1] keys and says where to resume. A slot holding more than ARGV[2] keys is not read (one
+# GETKEYSINSLOT of it would hold the node too long): it is reported, and the caller scans that
+# node instead. The prefix test is exact for patterns that are a literal prefix followed by '*';
+# a key is counted under the first prefix it starts with.
 _SLOT_WALK = b"""#!lua flags=allow-cross-slot-keys
-local prefix = ARGV[1]
-local plen = #prefix
-local budget = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local s = tonumber(ARGV[4])
-local hi = tonumber(ARGV[5])
+local budget = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local s = tonumber(ARGV[3])
+local hi = tonumber(ARGV[4])
+local prefixes, lens, per = {}, {}, {}
+for p = 5, #ARGV do
+  prefixes[#prefixes + 1] = ARGV[p]
+  lens[#lens + 1] = #ARGV[p]
+  per[#per + 1] = 0
+end
+local np = #prefixes
 local examined, matched, deleted = 0, 0, 0
 local big, failed = {}, {}
 while s <= hi do
@@ -90,7 +96,14 @@ while s <= hi do
     examined = examined + #keys
     local hit = {}
     for j = 1, #keys do
-      if string.sub(keys[j], 1, plen) == prefix then hit[#hit + 1] = keys[j] end
+      local k = keys[j]
+      for p = 1, np do
+        if string.sub(k, 1, lens[p]) == prefixes[p] then
+          hit[#hit + 1] = k
+          per[p] = per[p] + 1
+          break
+        end
+      end
     end
     local j = 1
     while j <= #hit do
@@ -108,7 +121,7 @@ while s <= hi do
   s = s + 1
 end
 if s > hi then s = -1 end
-return {s, examined, matched, deleted, big, failed}
+return {s, examined, matched, deleted, big, failed, per}
 """
 
 # Keys per batch-script call: bounds how long one call holds a node (about 8 us per slot group
@@ -136,6 +149,7 @@ class SlotWalkStep:
     deleted: int
     big_slots: list[int]  # slots too large to read in one call: scan the node instead
     left: list[bytes]  # matched keys the node could not delete itself
+    per_prefix: list[int]  # matched keys per prefix, in the order given
 
 
 def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:
@@ -185,13 +199,15 @@ class ServerScripts:
         return await self._ready(node, _SLOT_WALK, self._walk)
 
     async def slot_walk(
-        self, node: NodeAddr, prefix: bytes, lo: int, hi: int, budget: int, cap: int
+        self, node: NodeAddr, prefixes: tuple[bytes, ...], lo: int, hi: int, budget: int,
+        cap: int,
     ) -> SlotWalkStep:
         """Walk slots ``lo..hi`` of ``node`` until ``budget`` keys were read, deleting by prefix."""
-        args = (prefix, budget, cap, lo, hi)
+        args: tuple[bytes | int, ...] = (budget, cap, lo, hi, *prefixes)
         reply = await self._eval(node, _SLOT_WALK, self._walk, args)
         return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
-                            [int(s) for s in reply[4] or []], list(reply[5] or []))
+                            [int(s) for s in reply[4] or []], list(reply[5] or []),
+                            [int(n) for n in reply[6] or []])
 
     async def _eval(
         self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None],

@@ -177,10 +177,11 @@ class Unlinker:
         return await self._scripts.slot_walk_ready(node)
 
     async def slot_walk(
-        self, node: NodeAddr, prefix: bytes, lo: int, hi: int, budget: int, cap: int
+        self, node: NodeAddr, prefixes: tuple[bytes, ...], lo: int, hi: int, budget: int,
+        cap: int,
     ) -> SlotWalkStep:
         """One server-side slot-walk call (see ``scripts.py``), counted on ``node``."""
-        step = await self._scripts.slot_walk(node, prefix, lo, hi, budget, cap)
+        step = await self._scripts.slot_walk(node, prefixes, lo, hi, budget, cap)
         counters = self.counters(node)
         counters.unlink_calls += 1
         counters.scan_calls += 1

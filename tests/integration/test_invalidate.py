@@ -286,3 +286,14 @@ class TestServerPaths:
         r = await run(cluster_url, patterns=["ab*"], operation_name="walk")
         assert r.deleted == 4000 and r.per_pattern == (("ab*", 4000),)
         assert scan_all_keys(cluster_url) == {k for k in keys if not k.startswith(b"ab")}
+
+    async def test_walk_serves_several_prefixes_in_one_pass(self, cluster_url: str) -> None:
+        keys = ([b"project:7"] + [f"project:7:d:{i}".encode() for i in range(1500)]
+                + [f"projects:list:{i}".encode() for i in range(1200)]
+                + [f"project:70:{i}".encode() for i in range(800)])
+        fill_keys(cluster_url, keys)
+        r = await run(cluster_url, keys=["project:7"], patterns=["project:7:*", "projects:list:*"],
+                      operation_name="project")
+        assert r.deleted == 2701 and dict(r.per_pattern) == {"project:7:*": 1500,
+                                                            "projects:list:*": 1200}
+        assert scan_all_keys(cluster_url) == {f"project:70:{i}".encode() for i in range(800)}
