@@ -40,7 +40,7 @@ log = logging.getLogger("clusterinval.engine")
 _SLOT_LIST_LIMIT = 5000
 # The slot walk reads about this many keys per call, and leaves a slot holding more than the cap
 # to a SCAN of its node: both bound how long one call holds the node (a few ms).
-_WALK_BUDGET = 600
+_WALK_BUDGET = 1000
 _WALK_SLOT_CAP = 1000
 # How long a pass waits for a replica to catch up with its primary before scanning the primary.
 _REPLICA_CATCH_UP_S = 1.0
