@@ -126,7 +126,7 @@ return {s, examined, matched, deleted, big, failed, per}
 
 # Keys per batch-script call: bounds how long one call holds a node (about 8 us per slot group
 # and 1 us per key: at most a few ms).
-SCRIPT_MAX_KEYS = 500
+SCRIPT_MAX_KEYS = 250
 
 
 @dataclass(frozen=True, slots=True)
