@@ -64,7 +64,7 @@ class Engine:
         self._view_read_at = -1e9
 
     def node_limiter(self, node: NodeAddr) -> KeyRateLimiter:
-        """The ``node_keys_per_second`` budget of ``node`` for the server-side scan+delete path."""
+        """The ``node_keys_per_second`` budget of ``node``, shared by every run and path."""
         lim = self._node_limiters.get(node)
         if lim is None:
             lim = self._node_limiters[node] = KeyRateLimiter(self._options.node_keys_per_second)
@@ -128,7 +128,8 @@ class _Run(NodePasses):
         self.fatal: str | None = None  # a non-transient error: no further round can help
         watch.slots_to_cover = len(plan.slots_to_cover)
         self.unlinker = Unlinker(
-            self.topology, self.options, out.nodes, engine._limiter, out.errors,
+            self.topology, self.options, out.nodes, engine._limiter, engine.node_limiter,
+            out.errors,
             command="EXISTS" if dry_run else "UNLINK", scripts=engine._scripts,
         )
         self._seen_sample: set[bytes] = set()

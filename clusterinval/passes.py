@@ -127,21 +127,11 @@ class NodePasses:
             while start != -1:
                 step = await self._call(node, lambda s=start, h=hi: self.unlinker.slot_walk(
                     node, prefixes, s, h, budget, _WALK_SLOT_CAP))
-                self.watch.scan_calls += 1
                 counters.scanned += step.examined
                 self.out.scanned += step.examined
-                counters.matched += step.matched
-                self.out.matched += step.matched
-                for origin, n in zip(scan_pass.origins, step.per_prefix, strict=True):
-                    self.out.per_pattern[origin] += n
-                self.out.deleted += step.deleted
-                self.watch.matched += step.matched
-                self.watch.deleted += step.deleted
-                if step.left:
-                    await self._delete(group_by_slot(step.left, self.options.unlink_batch))
+                await self._server_step_done(node, scan_pass.origins, step.per_prefix,
+                                             step.deleted, step.left)
                 complete = complete and not step.big_slots
-                await self.engine._limiter.acquire(step.matched)
-                await self.engine.node_limiter(node).acquire(step.matched)
                 start = step.next_slot
         return complete
 
@@ -160,7 +150,6 @@ class NodePasses:
                                                            self.options.server_scan_count)
         count = dense
         match = scan_pass.match
-        counters = self.unlinker.counters(node)
         while True:
             cursor, matched, deleted, left = await self._call(
                 node, lambda c=cursor, n=count: self.unlinker.scan_unlink(node, c, match, n)
@@ -168,20 +157,29 @@ class NodePasses:
             # A step's cost is mostly its deletions: where matches are sparse, a step may walk
             # further (scan_count) for the same work; where they are dense, it walks less.
             count = sparse if matched * 4 < dense else dense
-            self.watch.scan_calls += 1
-            counters.matched += matched
-            self.out.matched += matched
-            self.out.per_pattern[scan_pass.origins[0]] += matched
-            self.out.deleted += deleted
-            self.watch.matched += matched
-            self.watch.deleted += deleted
-            if left:
-                await self._delete(group_by_slot(left, self.options.unlink_batch))
-            await self.engine._limiter.acquire(matched)
-            # Deleted server-side, so the unlinker's per-node budget never saw these keys.
-            await self.engine.node_limiter(node).acquire(matched)
+            await self._server_step_done(node, scan_pass.origins, [matched], deleted, left)
             if cursor == 0:
                 return
+
+    async def _server_step_done(
+        self, node: NodeAddr, origins: Sequence[int], per_origin: Sequence[int], deleted: int,
+        left: list[bytes],
+    ) -> None:
+        """Count one server-side step, delete what it left behind, pay its rate budget."""
+        matched = sum(per_origin)
+        self.watch.scan_calls += 1
+        self.unlinker.counters(node).matched += matched
+        self.out.matched += matched
+        for origin, n in zip(origins, per_origin, strict=True):
+            self.out.per_pattern[origin] += n
+        self.out.deleted += deleted
+        self.watch.matched += matched
+        self.watch.deleted += deleted
+        if left:
+            await self._delete(group_by_slot(left, self.options.unlink_batch))
+        # Deleted server-side, so the unlinker's budgets never saw these keys.
+        await self.engine._limiter.acquire(matched)
+        await self.engine.node_limiter(node).acquire(matched)
 
     async def _scan_source(self, node: NodeAddr) -> NodeAddr:
         """A replica of ``node`` that has caught up with it, to SCAN on; else ``node`` itself.

@@ -12,7 +12,7 @@ Two ways to send a node its batches, same result:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -47,6 +47,7 @@ class Unlinker:
         options: InvalidatorOptions,
         counters: dict[NodeAddr, NodeCounters],
         limiter: KeyRateLimiter,
+        node_limiter: Callable[[NodeAddr], KeyRateLimiter],
         on_error: list[tuple[str, ErrorKind]],
         *,
         command: str = "UNLINK",
@@ -58,7 +59,7 @@ class Unlinker:
         self._options = options
         self._counters = counters
         self._limiter = limiter
-        self._node_limiters: dict[NodeAddr, KeyRateLimiter] = {}
+        self._node_limiter = node_limiter
         self._on_error = on_error
         self._backoff = Backoff(options.backoff_base_s, options.backoff_cap_s)
         # Slots a MOVED reply told us about, used until the next topology refresh.
@@ -131,10 +132,7 @@ class Unlinker:
         try:
             await self._topology.refresh(if_generation=self._topology.generation)
         except (RedisError, OSError, TimeoutError) as exc:
-            log.debug("topology refresh failed: %s", exc)
-        except Exception as exc:  # ClusterConnectionError: keep retrying within the run's deadline
-            if not isinstance(exc, ConnectionError):
-                raise
+            # ClusterConnectionError is an OSError too: keep retrying within the run's deadline.
             log.debug("topology refresh failed: %s", exc)
 
     async def _send(
@@ -143,10 +141,7 @@ class Unlinker:
         """Send ``batches`` to ``node``: (deleted, batches to retry elsewhere/later, last error)."""
         n_keys = sum(len(k) for _, k in batches)
         await self._limiter.acquire(n_keys)
-        node_limit = self._options.node_keys_per_second
-        if node_limit:
-            lim = self._node_limiters.setdefault(node, KeyRateLimiter(node_limit))
-            await lim.acquire(n_keys)
+        await self._node_limiter(node).acquire(n_keys)
         try:
             with anyio.fail_after(self._options.command_timeout_s):
                 if len(batches) > 1 and await self.uses_script(node):
