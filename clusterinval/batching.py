@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from binascii import crc_hqx
 from collections.abc import Iterable
+from itertools import repeat
 
 from clusterinval.slots import key_slot
 
@@ -19,12 +20,17 @@ SlotBatch = tuple[int, list[bytes]]
 
 def group_by_slot(keys: Iterable[bytes], max_batch: int) -> list[SlotBatch]:
     """Keys grouped by slot, each group split into chunks of at most ``max_batch`` keys."""
+    keys = keys if isinstance(keys, list) else list(keys)
+    # This sees every exact key of a call and every key a plain scan deletes: the CRCs are taken
+    # in one C-level map, and only key sets holding a '{' somewhere pay for the hash-tag check.
+    if b"{" in b"".join(keys):
+        slots: Iterable[int] = map(key_slot, keys)
+    else:
+        slots = map(crc_hqx, keys, repeat(0))
     groups: dict[int, list[bytes]] = {}
     get = groups.get
-    crc = crc_hqx
-    for k in keys:
-        # Most keys carry no hash tag: hash them inline (this loop sees every key of a run).
-        slot = key_slot(k) if b"{" in k else crc(k, 0) & 0x3FFF
+    for s, k in zip(slots, keys, strict=True):
+        slot = s & 0x3FFF
         bucket = get(slot)
         if bucket is None:
             groups[slot] = [k]
@@ -32,8 +38,10 @@ def group_by_slot(keys: Iterable[bytes], max_batch: int) -> list[SlotBatch]:
             bucket.append(k)
     out: list[SlotBatch] = []
     for slot, ks in groups.items():
-        for i in range(0, len(ks), max_batch):
-            out.append((slot, ks[i : i + max_batch]))
+        if len(ks) <= max_batch:
+            out.append((slot, ks))
+        else:
+            out.extend((slot, ks[i : i + max_batch]) for i in range(0, len(ks), max_batch))
     return out
 
 

@@ -38,6 +38,10 @@ __all__ = ["Unlinker"]
 
 log = logging.getLogger("clusterinval.engine")
 
+# Keys in pipelined UNLINKs a node has queued from us at once (a sliding window): enough to hide
+# the round trip, few enough that the node idles between bursts and is not preempted mid-command.
+_KEYS_IN_FLIGHT = 1000
+
 class Unlinker:
     """Routes slot batches to their owners and deletes them."""
 
@@ -75,15 +79,31 @@ class Unlinker:
             c = self._counters[node] = NodeCounters()
         return c
 
-    def _owner(self, slot: int) -> NodeAddr | None:
+    def _route(self, batches: list[SlotBatch]) -> tuple[dict[NodeAddr, list[SlotBatch]],
+                                                         list[SlotBatch]]:
+        """Batches by the node serving their slot (MOVED answers first), and those with none."""
         view = self._topology.view
         if self._moved_generation != self._topology.generation:
             self._moved.clear()
             self._moved_generation = self._topology.generation
-        moved = self._moved.get(slot)
-        if moved is not None:
-            return moved
-        return view.owner(slot) if view is not None else None
+        moved = self._moved
+        owners = view.owners if view is not None else None
+        by_node: dict[NodeAddr, list[SlotBatch]] = {}
+        orphans: list[SlotBatch] = []
+        for b in batches:
+            slot = b[0]
+            owner = moved.get(slot) if moved else None
+            if owner is None and owners is not None:
+                owner = owners[slot]
+            if owner is None:
+                orphans.append(b)
+            else:
+                node_batches = by_node.get(owner)
+                if node_batches is None:
+                    by_node[owner] = [b]
+                else:
+                    node_batches.append(b)
+        return by_node, orphans
 
     async def unlink(self, batches: Sequence[SlotBatch]) -> int:
         """Delete every batch on its slot's owner; the number of keys really removed."""
@@ -91,14 +111,7 @@ class Unlinker:
         deleted = 0
         attempt = 0
         while pending:
-            by_node: dict[NodeAddr, list[SlotBatch]] = {}
-            orphans: list[SlotBatch] = []
-            for b in pending:
-                owner = self._owner(b[0])
-                if owner is None:
-                    orphans.append(b)
-                else:
-                    by_node.setdefault(owner, []).append(b)
+            by_node, orphans = self._route(pending)
             retry: list[SlotBatch] = list(orphans)
             last_error: BaseException | None = None
             outcomes: list[tuple[int, list[SlotBatch], BaseException | None]] = []
@@ -139,7 +152,7 @@ class Unlinker:
         self, node: NodeAddr, batches: list[SlotBatch]
     ) -> tuple[int, list[SlotBatch], BaseException | None]:
         """Send ``batches`` to ``node``: (deleted, batches to retry elsewhere/later, last error)."""
-        n_keys = sum(len(k) for _, k in batches)
+        n_keys = sum(len(k) for _s, k in batches)
         await self._limiter.acquire(n_keys)
         await self._node_limiter(node).acquire(n_keys)
         try:
@@ -211,8 +224,9 @@ class Unlinker:
                 continue
             removed, failed = int(reply[0]), reply[1] or []
             deleted += removed
-            offsets = batch_offsets(call)
-            fallback.extend(offsets[int(i)] for i in failed)
+            if failed:
+                offsets = batch_offsets(call)
+                fallback.extend(offsets[int(i)] for i in failed)
         counters.deleted += deleted
         if not fallback:
             return deleted, [], None
@@ -224,7 +238,10 @@ class Unlinker:
     ) -> tuple[int, list[SlotBatch], BaseException | None]:
         client = self._topology.client(node)
         counters = self.counters(node)
-        replies = await send_many(client, [pack(self._command, *keys) for _s, keys in batches])
+        # As with the batch script (scripts.py): about this many keys queued on the node at once.
+        per_command = max(1, sum(len(k) for _s, k in batches) // len(batches))
+        replies = await send_many(client, [pack(self._command, *keys) for _s, keys in batches],
+                                  window=max(4, _KEYS_IN_FLIGHT // per_command))
         counters.unlink_calls += len(batches)
         deleted = 0
         retry: list[SlotBatch] = []
