@@ -21,7 +21,7 @@ class InvalidatorOptions:
     flush, which bounds client memory.
 
     Gentleness: ``keys_per_second`` caps deletions for the whole run and ``node_keys_per_second``
-    for each primary (token buckets, one second of burst); ``adaptive_latency_ms`` makes scanners
+    for each primary (token buckets, 0.1 s of burst); ``adaptive_latency_ms`` makes scanners
     pause before a node's next call while its round trips exceed that many milliseconds;
     ``scan_on_replicas`` runs SCAN on a caught-up replica of each primary (deletes stay on the
     primary). See docs/resilience.md.

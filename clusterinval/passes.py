@@ -1,5 +1,6 @@
-"""Serving one scan pass on one node, by the cheapest of three paths.
+"""Serving one scan pass on one node, by the cheapest of its paths.
 
+* slot walk (``slotwalk.py``): a prefix pattern read slot by slot and deleted server-side;
 * server-side step: one short script call runs a SCAN step and unlinks what it found (single
   pattern, not a dry run, scripts allowed); no key crosses the network;
 * slot listing: a pass fixed to one slot by a hash tag reads that slot with one bounded
@@ -25,6 +26,7 @@ from clusterinval.options import InvalidatorOptions
 from clusterinval.planner import ScanPass
 from clusterinval.retry import describe, leading_error
 from clusterinval.slots import SlotSet
+from clusterinval.slotwalk import RATED_CALLS_PER_S, RATED_MIN_KEYS, SlotWalks
 from clusterinval.topology import NodeAddr, Topology, command
 from clusterinval.unlinker import Unlinker
 
@@ -38,15 +40,11 @@ log = logging.getLogger("clusterinval.engine")
 # A hash-tagged pattern's slot is listed with GETKEYSINSLOT when it holds at most this many keys
 # (one bounded command); a larger slot is served by a SCAN of its owner instead.
 _SLOT_LIST_LIMIT = 5000
-# The slot walk reads about this many keys per call, and leaves a slot holding more than the cap
-# to a SCAN of its node: both bound how long one call holds the node (a few ms).
-_WALK_BUDGET = 1000
-_WALK_SLOT_CAP = 1000
 # How long a pass waits for a replica to catch up with its primary before scanning the primary.
 _REPLICA_CATCH_UP_S = 1.0
 
 
-class NodePasses:
+class NodePasses(SlotWalks):
     """The per-node half of a run (mixed into the run, which provides the state below)."""
 
     engine: Engine
@@ -100,7 +98,7 @@ class NodePasses:
         walkable = all(g.prefix_only for g in scan_pass.globs)
         if (not self.dry_run and source == node and walkable and slots is not None
                 and await self.unlinker.slot_walk_ready(node)
-                and await self._slot_walk_node(node, scan_pass, index, slots)):
+                and await self._slot_walk_node(node, scan_pass, slots)):
             return
         size = int(await self._call(node, client.dbsize))
         if server_side and await self.unlinker.scan_unlink_ready(node):
@@ -110,44 +108,15 @@ class NodePasses:
         counters.scanned += size
         self.out.scanned += size
 
-    async def _slot_walk_node(
-        self, node: NodeAddr, scan_pass: ScanPass, index: int, slots: SlotSet
-    ) -> bool:
-        """Serve a prefix pattern slot by slot, server-side; False if a slot was too big to read.
-
-        Each call reads whole slots (up to a key budget) and unlinks their matches with one
-        UNLINK per slot: far fewer commands than one per key, and only the needed slots are read.
-        """
-        prefixes = tuple(g.literal_prefix for g in scan_pass.globs)
-        counters = self.unlinker.counters(node)
-        budget = self._walk_budget()
-        complete = True
-        for lo, hi in slots.ranges():
-            start = lo
-            while start != -1:
-                step = await self._call(node, lambda s=start, h=hi: self.unlinker.slot_walk(
-                    node, prefixes, s, h, budget, _WALK_SLOT_CAP))
-                counters.scanned += step.examined
-                self.out.scanned += step.examined
-                await self._server_step_done(node, scan_pass.origins, step.per_prefix,
-                                             step.deleted, step.left)
-                complete = complete and not step.big_slots
-                start = step.next_slot
-        return complete
-
-    def _walk_budget(self) -> int:
-        """Keys one slot-walk call reads: smaller under a rate limit, so calls stay short."""
-        rate = self.options.node_keys_per_second or self.options.keys_per_second
-        if rate is None:
-            return _WALK_BUDGET
-        # About a hundred calls a second at the budgeted rate: each holds the node well under 1 ms.
-        return max(50, min(_WALK_BUDGET, int(rate / 100)))
-
     async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         """Scan and delete in one server-side step per SCAN call (the fast path)."""
         cursor = 0
         dense, sparse = self.options.server_scan_count, max(self.options.scan_count,
                                                            self.options.server_scan_count)
+        rate = self._node_rate()
+        if rate is not None:
+            # As for the slot walk: short steps under a rate limit.
+            dense = sparse = max(RATED_MIN_KEYS, min(dense, int(rate / RATED_CALLS_PER_S)))
         count = dense
         match = scan_pass.match
         while True:
@@ -157,29 +126,10 @@ class NodePasses:
             # A step's cost is mostly its deletions: where matches are sparse, a step may walk
             # further (scan_count) for the same work; where they are dense, it walks less.
             count = sparse if matched * 4 < dense else dense
-            await self._server_step_done(node, scan_pass.origins, [matched], deleted, left)
+            self.count_server_step(node, scan_pass.origins, [matched], deleted)
+            await self._settle_step(node, matched, left)
             if cursor == 0:
                 return
-
-    async def _server_step_done(
-        self, node: NodeAddr, origins: Sequence[int], per_origin: Sequence[int], deleted: int,
-        left: list[bytes],
-    ) -> None:
-        """Count one server-side step, delete what it left behind, pay its rate budget."""
-        matched = sum(per_origin)
-        self.watch.scan_calls += 1
-        self.unlinker.counters(node).matched += matched
-        self.out.matched += matched
-        for origin, n in zip(origins, per_origin, strict=True):
-            self.out.per_pattern[origin] += n
-        self.out.deleted += deleted
-        self.watch.matched += matched
-        self.watch.deleted += deleted
-        if left:
-            await self._delete(group_by_slot(left, self.options.unlink_batch))
-        # Deleted server-side, so the unlinker's budgets never saw these keys.
-        await self.engine._limiter.acquire(matched)
-        await self.engine.node_limiter(node).acquire(matched)
 
     async def _scan_source(self, node: NodeAddr) -> NodeAddr:
         """A replica of ``node`` that has caught up with it, to SCAN on; else ``node`` itself.

@@ -8,11 +8,14 @@ __all__ = ["KeyRateLimiter", "LatencyGovernor"]
 
 
 class KeyRateLimiter:
-    """Lets at most ``rate`` keys per second through, with bursts up to one second's worth."""
+    """Lets at most ``rate`` keys per second through, with bursts up to ``burst_s`` worth."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, burst_s: float = 0.1) -> None:
         self.rate = rate
-        self._tokens = float(rate or 0.0)
+        # A short burst: a rate limit is set to keep a live cluster responsive, and a full
+        # second's worth let through at once is exactly the spike it should prevent.
+        self._capacity = float(rate or 0.0) * burst_s
+        self._tokens = self._capacity
         self._stamp = anyio.current_time() if rate else 0.0
         self._lock = anyio.Lock()
 
@@ -23,7 +26,7 @@ class KeyRateLimiter:
             return
         async with self._lock:
             now = anyio.current_time()
-            self._tokens = min(rate, self._tokens + (now - self._stamp) * rate)
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * rate)
             self._stamp = now
             self._tokens -= n
             deficit = -self._tokens

@@ -11,6 +11,8 @@ is bounded, so a script never holds a node for long. Availability is detected pe
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +159,12 @@ class SlotWalkStep:
     per_prefix: list[int]  # matched keys per prefix, in the order given
 
 
+def _walk_step(reply: Any) -> SlotWalkStep:
+    return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
+                        [int(s) for s in reply[4] or []], list(reply[5] or []),
+                        [int(n) for n in reply[6] or []])
+
+
 def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:
     """Slot batches cut into script calls of about ``SCRIPT_MAX_KEYS`` keys."""
     calls: list[list[SlotBatch]] = [[]]
@@ -209,10 +217,53 @@ class ServerScripts:
     ) -> SlotWalkStep:
         """Walk slots ``lo..hi`` of ``node`` until ``budget`` keys were read, deleting by prefix."""
         args: tuple[bytes | int, ...] = (budget, cap, lo, hi, *prefixes)
-        reply = await self._eval(node, _SLOT_WALK, self._walk, args)
-        return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
-                            [int(s) for s in reply[4] or []], list(reply[5] or []),
-                            [int(n) for n in reply[6] or []])
+        return _walk_step(await self._eval(node, _SLOT_WALK, self._walk, args))
+
+    async def slot_walk_ranges(
+        self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
+        budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,
+    ) -> None:
+        """Walk slot ranges from ``ranges`` on ``node``, one call at a time, ``max_calls`` at most.
+
+        A call that stops early (its budget read) puts the rest of its range back at the front,
+        so ``ranges`` holds exactly what is left, also when this raises: a retry resumes where
+        the walk stopped. One connection is held for the whole stretch, which keeps the client's
+        share of each round trip small.
+        """
+        client = self._topology.client(node)
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            reloads = 0
+            while ranges and max_calls > 0:
+                sha = self._walk.get(node)
+                if sha is None:
+                    raise RuntimeError("slot_walk_ready() must be checked first")
+                lo, hi = ranges[0]
+                await conn.send_packed_command(
+                    pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap, b"%d" % lo,
+                         b"%d" % hi, *prefixes), check_health=False)
+                try:
+                    reply = await conn.read_response()
+                except NoScriptError:
+                    # Script cache flushed (restart, promoted replica): load it again, go on.
+                    reloads += 1
+                    self._walk.pop(node, None)
+                    if reloads > 3 or await self._load(node, _SLOT_WALK, self._walk) is None:
+                        raise
+                    continue
+                max_calls -= 1
+                ranges.popleft()
+                step = _walk_step(reply)
+                if step.next_slot != -1:
+                    ranges.appendleft((step.next_slot, hi))
+                on_step(step)
+        except BaseException:
+            # A reply may be left unread (timeout, cancellation): the connection is not reusable.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _eval(
         self, node: NodeAddr, script: bytes, cache: dict[NodeAddr, bytes | None],

@@ -12,6 +12,7 @@ Two ways to send a node its batches, same result:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -195,6 +196,22 @@ class Unlinker:
         counters.scan_calls += 1
         counters.deleted += step.deleted
         return step
+
+    async def slot_walk_ranges(
+        self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
+        budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,
+    ) -> None:
+        """Slot-walk ranges from ``ranges`` on ``node`` (see ``scripts.py``), counted there."""
+        counters = self.counters(node)
+
+        def counted(step: SlotWalkStep) -> None:
+            counters.unlink_calls += 1
+            counters.scan_calls += 1
+            counters.deleted += step.deleted
+            on_step(step)
+
+        await self._scripts.slot_walk_ranges(node, prefixes, ranges, budget, cap, counted,
+                                             max_calls)
 
     async def scan_unlink(
         self, node: NodeAddr, cursor: int, match: bytes, count: int

@@ -49,7 +49,7 @@ class BenchConfig:
     scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "MP")
     rate_limit: float = 50_000.0  # keys/s for the "GET p99 while S2 runs" measurement
     get_rate: float = 1000.0
-    idle_s: float = 3.0
+    idle_s: float = 5.0
     latency_check: bool = True
     slowlog_threshold_us: int = 500
 

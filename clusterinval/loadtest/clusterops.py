@@ -79,11 +79,27 @@ def _each_primary(url: str, fn: Any) -> list[Any]:
         return list(pool.map(lambda hp: fn(hp[0], hp[1]), primaries))
 
 
+# How long to wait for replicas to confirm they applied a flush or a fill.
+_REPLICA_WAIT_MS = 60_000
+
+
+def _wait_replicas(conn: redis.Redis) -> None:
+    """Block until every replica of ``conn``'s node has applied what this connection wrote.
+
+    A measured run must not share the CPU with replicas still replaying the fill: ``WAIT`` asks
+    them for an acknowledgement at once and returns when all have caught up (or at the timeout).
+    """
+    replicas = int(conn.info("replication").get("connected_slaves", 0))
+    if replicas:
+        conn.execute_command("WAIT", replicas, _REPLICA_WAIT_MS)
+
+
 def flush_cluster(url: str) -> None:
-    """FLUSHALL SYNC on every primary (replicas follow)."""
+    """FLUSHALL SYNC on every primary, and wait until their replicas have applied it."""
     def flush(host: str, port: int) -> None:
         with primary_conn(url, host, port) as conn:
             conn.execute_command("FLUSHALL", "SYNC")
+            _wait_replicas(conn)
 
     _each_primary(url, flush)
 
@@ -110,7 +126,7 @@ def plan_fill(url: str, keys: Iterable[str], value: bytes = b"v") -> FillPlan:
 
 
 def write_fill(url: str, plan: FillPlan) -> int:
-    """Run a fill plan, primaries in parallel; returns the keys written."""
+    """Run a fill plan, primaries in parallel, replicas caught up; returns the keys written."""
     def write(node: tuple[str, int]) -> int:
         commands = plan[node]
         with primary_conn(url, *node) as conn:
@@ -119,6 +135,7 @@ def write_fill(url: str, plan: FillPlan) -> int:
                 for args in commands[start : start + _PIPE_COMMANDS]:
                     pipe.execute_command("MSET", *args)
                 pipe.execute()
+            _wait_replicas(conn)
         return sum(len(a) // 2 for a in commands)
 
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:

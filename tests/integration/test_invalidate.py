@@ -19,7 +19,7 @@ from clusterinval import (
 )
 from clusterinval.patterns import compile_pattern
 from clusterinval.slots import SLOT_COUNT, key_slot
-from clusterinval.testing.fill import count_keys, fill_keys, scan_all_keys
+from clusterinval.testing.fill import cluster_primaries, count_keys, fill_keys, scan_all_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -297,3 +297,41 @@ class TestServerPaths:
         assert r.deleted == 2701 and dict(r.per_pattern) == {"project:7:*": 1500,
                                                             "projects:list:*": 1200}
         assert scan_all_keys(cluster_url) == {f"project:70:{i}".encode() for i in range(800)}
+
+    async def test_walk_resumes_across_many_segments(
+        self, cluster_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Small budget and segments of two calls: each node's walk is cut into many separately
+        # timed units, each resuming where the last stopped; nothing may be skipped or repeated.
+        monkeypatch.setattr("clusterinval.slotwalk._WALK_SEGMENT", 2)
+        monkeypatch.setattr("clusterinval.slotwalk.WALK_BUDGET", 100)
+        doomed = [f"seg:{i}".encode() for i in range(6000)]
+        keep = [f"segx{i}".encode() for i in range(2000)]
+        fill_keys(cluster_url, doomed + keep)
+        r = await run(cluster_url, patterns=["seg:*"], operation_name="walk")
+        assert r.complete and r.deleted == r.matched == 6000
+        assert r.scanned == 8000  # every key read exactly once
+        assert scan_all_keys(cluster_url) == set(keep)
+
+    @pytest.mark.parametrize("patterns", [["sf:*"], ["sf:a*", "sf:b*"], ["sf:[ab]*"]],
+                             ids=["walk", "walk-two", "scan-step"])
+    async def test_script_cache_flushed_between_runs(
+        self, cluster_url: str, patterns: list[str]
+    ) -> None:
+        # A restarted node or a promoted replica has an empty script cache: the engine must load
+        # the scripts again instead of failing (walk, SCAN step and exact-key batches alike).
+        keys = [f"sf:{p}{i}".encode() for p in "ab" for i in range(1500)]
+        exact = [f"sfe:{i}".encode() for i in range(3000)]
+        async with ClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry()) as inv:
+            fill_keys(cluster_url, keys + exact)
+            first = await inv.invalidate(keys=exact[:1000], patterns=patterns,
+                                         operation_name="flush")
+            assert first.complete and first.deleted == 4000
+            for host, port in cluster_primaries(cluster_url):
+                with redis.Redis(host=host, port=port) as conn:
+                    conn.script_flush()
+            fill_keys(cluster_url, keys)
+            second = await inv.invalidate(keys=exact[1000:], patterns=patterns,
+                                          operation_name="flush")
+        assert second.complete and second.deleted == 5000
+        assert scan_all_keys(cluster_url) == set()
