@@ -91,7 +91,7 @@ def _wait_replicas(conn: redis.Redis) -> None:
     """
     replicas = int(conn.info("replication").get("connected_slaves", 0))
     if replicas:
-        conn.execute_command("WAIT", replicas, _REPLICA_WAIT_MS)
+        conn.wait(replicas, _REPLICA_WAIT_MS)
 
 
 def flush_cluster(url: str) -> None:
