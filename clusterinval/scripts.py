@@ -159,6 +159,26 @@ class SlotWalkStep:
     per_prefix: list[int]  # matched keys per prefix, in the order given
 
 
+class _PackedCalls:
+    """Batch-script calls packed one by one as they are sent (see ``send_many``)."""
+
+    __slots__ = ("_calls", "_sha")
+
+    def __init__(self, sha: bytes, calls: list[list[SlotBatch]]) -> None:
+        self._sha = sha
+        self._calls = calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __getitem__(self, index: int) -> bytes:
+        argv: list[bytes] = []
+        for _slot, keys in self._calls[index]:
+            argv.append(b"%d" % len(keys))
+            argv.extend(keys)
+        return pack(b"EVALSHA", self._sha, b"0", *argv)
+
+
 def _walk_step(reply: Any) -> SlotWalkStep:
     return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
                         [int(s) for s in reply[4] or []], list(reply[5] or []),
@@ -320,15 +340,8 @@ class ServerScripts:
             raise RuntimeError("batch_ready() must be checked first")
         client = self._topology.client(node)
 
-        def packed(with_sha: bytes) -> list[bytes]:
-            out = []
-            for call in calls:
-                argv: list[bytes] = []
-                for _slot, keys in call:
-                    argv.append(b"%d" % len(keys))
-                    argv.extend(keys)
-                out.append(pack(b"EVALSHA", with_sha, 0, *argv))
-            return out
+        def packed(with_sha: bytes) -> _PackedCalls:
+            return _PackedCalls(with_sha, calls)
 
         replies = await send_many(client, packed(sha), window=_CALLS_IN_FLIGHT)
         if any(isinstance(r, NoScriptError) for r in replies):

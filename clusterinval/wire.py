@@ -7,14 +7,13 @@ so packing them is a join. Connections still come from the client's pool (auth, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["pack", "send_many"]
+__all__ = ["Commands", "pack", "send_many"]
 
 Arg = bytes | int | str
 
@@ -40,16 +39,31 @@ _HEADS = _BulkHeads()
 
 def pack(*args: Arg) -> bytes:
     """One command in RESP (an array of bulk strings)."""
+    if len(args) < 24:
+        # Short commands (an UNLINK of a few keys): formatting each argument is cheapest.
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a if type(a) is bytes else _arg(a)
+            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        return b"".join(parts)
     items = [a if type(a) is bytes else _arg(a) for a in args]
-    # Commands carry up to hundreds of thousands of keys: headers, keys and separators are put
+    # Long ones carry up to hundreds of thousands of keys: headers, keys and separators are put
     # together by C-level maps and one join rather than formatted one key at a time.
     heads = map(_HEADS.__getitem__, map(len, items))
     body = b"\r\n".join(chain.from_iterable(zip(heads, items, strict=True)))
     return b"*%d\r\n%b\r\n" % (len(items), body)
 
 
+class Commands(Protocol):
+    """Packed commands by index: a list, or a sequence that packs each one when asked."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> bytes: ...
+
+
 async def send_many(
-    client: Redis, commands: Sequence[bytes], window: int | None = None
+    client: Redis, commands: Commands, window: int | None = None
 ) -> list[Any]:
     """Send packed ``commands`` on one connection; each reply, or the ResponseError it was.
 
@@ -64,7 +78,10 @@ async def send_many(
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         sent = min(ahead, total)
-        await conn.send_packed_command(b"".join(commands[:sent]), check_health=False)
+        # Commands are taken by index as the window moves, so a lazily packed sequence is packed
+        # while the node works on the ones already sent.
+        await conn.send_packed_command(b"".join([commands[i] for i in range(sent)]),
+                                       check_health=False)
         replies: list[Any] = []
         for _ in range(total):
             try:
@@ -75,7 +92,8 @@ async def send_many(
             # Refill once half the window is free: one write per half window, not per reply.
             if sent < total and sent - len(replies) <= ahead // 2:
                 top = min(total, len(replies) + ahead)
-                await conn.send_packed_command(b"".join(commands[sent:top]), check_health=False)
+                await conn.send_packed_command(b"".join([commands[i] for i in range(sent, top)]),
+                                               check_health=False)
                 sent = top
         return replies
     except BaseException:
