@@ -109,15 +109,21 @@ def to_bytes_key(key: object) -> bytes:
     return out
 
 
-def _encode_keys(raw: list[object]) -> list[bytes]:
-    """Every key as bytes; a fast pass for plain ``str``/``bytes``, the full check otherwise."""
+def _unique_keys(raw: list[object]) -> dict[bytes, None]:
+    """Every key as bytes, duplicates dropped, in order; fast passes for plain ``str``/``bytes``."""
+    # Callers pass lists of hundreds of thousands of keys. A list of str (the usual case) is
+    # encoded by one C-level map with strict UTF-8; anything else (bytes, mixed types, lone
+    # surrogates) takes the per-key checks, which raise the precise error where one is due.
     try:
-        # Callers pass lists of hundreds of thousands of keys: strict UTF-8 in one comprehension
-        # is several times cheaper than the per-key checks, and fails over to them on anything odd.
-        return [k.encode() if type(k) is str else k if type(k) is bytes else to_bytes_key(k)
-                for k in raw]
+        return dict.fromkeys(map(str.encode, raw))  # type: ignore[arg-type]
+    except (TypeError, UnicodeEncodeError):
+        pass
+    try:
+        return dict.fromkeys(
+            [k.encode() if type(k) is str else k if type(k) is bytes else to_bytes_key(k)
+             for k in raw])
     except UnicodeEncodeError:
-        return [to_bytes_key(k) for k in raw]
+        return dict.fromkeys([to_bytes_key(k) for k in raw])
 
 
 def _as_list(name: str, value: object) -> list[object]:
@@ -149,7 +155,7 @@ def make_plan(
         raise InvalidInputError(
             f"{len(raw_keys)} keys in one call exceeds max_keys_per_call={max_keys}; split the call"
         )
-    exact = dict.fromkeys(_encode_keys(raw_keys))
+    exact = _unique_keys(raw_keys)
     if b"" in exact:
         raise InvalidKeyError("empty key: Redis keys cannot be empty")
 
