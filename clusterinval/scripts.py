@@ -233,14 +233,6 @@ class ServerScripts:
         """True when ``node`` runs the slot-walk script (loading it on first ask)."""
         return await self._ready(node, _SLOT_WALK, self._walk)
 
-    async def slot_walk(
-        self, node: NodeAddr, prefixes: tuple[bytes, ...], lo: int, hi: int, budget: int,
-        cap: int,
-    ) -> SlotWalkStep:
-        """Walk slots ``lo..hi`` of ``node`` until ``budget`` keys were read, deleting by prefix."""
-        args: tuple[bytes | int, ...] = (budget, cap, lo, hi, *prefixes)
-        return _walk_step(await self._eval(node, _SLOT_WALK, self._walk, args))
-
     async def slot_walk_ranges(
         self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
         budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,

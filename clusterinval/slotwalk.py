@@ -62,38 +62,30 @@ class SlotWalks:
     async def _slot_walk_node(self, node: NodeAddr, scan_pass: ScanPass, slots: SlotSet) -> bool:
         """Serve a prefix pattern on ``node``'s ``slots``; False if a slot was too big to read."""
         prefixes = tuple(g.literal_prefix for g in scan_pass.globs)
-        if self._node_rate() is None and self.engine._governor is None:
-            return await self._walk_unthrottled(node, scan_pass, prefixes, slots)
+        # Unthrottled: segments of many calls. Rate-limited or paced: one call per segment, so
+        # each call is paid for (and each round trip timed by the governor) before the next.
+        paced = self._node_rate() is not None or self.engine._governor is not None
+        segment = 1 if paced else _WALK_SEGMENT
         budget = self._walk_budget()
-        complete = True
-        for lo, hi in slots.ranges():
-            start = lo
-            while start != -1:
-                step = await self._call(node, lambda s=start, h=hi: self.unlinker.slot_walk(
-                    node, prefixes, s, h, budget, WALK_SLOT_CAP))
-                left = self._count_step(node, scan_pass, step)
-                complete = complete and not step.big_slots
-                start = step.next_slot
-                await self._settle_step(node, step.matched, left)
-        return complete
-
-    async def _walk_unthrottled(
-        self, node: NodeAddr, scan_pass: ScanPass, prefixes: tuple[bytes, ...], slots: SlotSet
-    ) -> bool:
         ranges = deque(slots.ranges())
         left: list[bytes] = []
         big: list[int] = []
+        matched = 0
 
         def on_step(step: SlotWalkStep) -> None:
+            nonlocal matched
+            matched += step.matched
             left.extend(self._count_step(node, scan_pass, step))
             big.extend(step.big_slots)
 
-        # In segments of a bounded number of calls, each under the command timeout and retried
-        # on its own; ``ranges`` always holds what is left, so a retry resumes where it stopped.
+        # Each segment runs under the command timeout and is retried on its own; ``ranges``
+        # always holds what is left, so a retry resumes where the walk stopped.
         while ranges:
             await self._call(node, lambda: self.unlinker.slot_walk_ranges(
-                node, prefixes, ranges, WALK_BUDGET, WALK_SLOT_CAP, on_step, _WALK_SEGMENT))
-        await self._settle_step(node, 0, left)
+                node, prefixes, ranges, budget, WALK_SLOT_CAP, on_step, segment))
+            await self._settle_step(node, matched, left)
+            matched = 0
+            left.clear()
         return not big
 
     def _count_step(self, node: NodeAddr, scan_pass: ScanPass, step: SlotWalkStep

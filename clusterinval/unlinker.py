@@ -185,18 +185,6 @@ class Unlinker:
             return False
         return await self._scripts.slot_walk_ready(node)
 
-    async def slot_walk(
-        self, node: NodeAddr, prefixes: tuple[bytes, ...], lo: int, hi: int, budget: int,
-        cap: int,
-    ) -> SlotWalkStep:
-        """One server-side slot-walk call (see ``scripts.py``), counted on ``node``."""
-        step = await self._scripts.slot_walk(node, prefixes, lo, hi, budget, cap)
-        counters = self.counters(node)
-        counters.unlink_calls += 1
-        counters.scan_calls += 1
-        counters.deleted += step.deleted
-        return step
-
     async def slot_walk_ranges(
         self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
         budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
+import redis
 
 from clusterinval.testing._node import resolve_binary
 from clusterinval.testing.local import LocalCluster, LocalRedis, RedisServerNotFoundError
@@ -57,6 +58,16 @@ def cluster_url(local_cluster: LocalCluster) -> str:
     """The URL of the session cluster, emptied (replicas included) for this test."""
     local_cluster.flushall()
     return local_cluster.url
+
+
+@pytest.fixture
+def client(cluster_url: str) -> Iterator[redis.RedisCluster]:
+    """A plain redis-py cluster client on the emptied session cluster, to seed and check keys."""
+    rc = redis.RedisCluster.from_url(cluster_url)
+    try:
+        yield rc
+    finally:
+        rc.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLUSTERINVAL_HOME", str(tmp_path))
     monkeypatch.delenv("CLUSTERINVAL_URL", raising=False)
     return tmp_path
-
-
-@pytest.fixture
-def client(cluster_url: str) -> Iterator[redis.RedisCluster]:
-    rc = redis.RedisCluster.from_url(cluster_url)
-    try:
-        yield rc
-    finally:
-        rc.close()
 
 
 def fill(rc: redis.RedisCluster, keys: list[str]) -> None:

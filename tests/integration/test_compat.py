@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import anyio
 import pytest
@@ -19,16 +19,6 @@ pytestmark = pytest.mark.anyio
 COMPAT = "clusterinval.compat"
 # A run against a live cluster finishes in well under a second; this only bounds a hang.
 DEADLINE_S = 30
-
-
-@pytest.fixture
-def client(cluster_url: str) -> Iterator[redis.RedisCluster]:
-    """A plain redis-py cluster client to seed keys and check what is left."""
-    rc = redis.RedisCluster.from_url(cluster_url)
-    try:
-        yield rc
-    finally:
-        rc.close()
 
 
 def seed(rc: redis.RedisCluster, keys: Iterable[str]) -> list[str]:

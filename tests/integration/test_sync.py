@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,15 +20,6 @@ from clusterinval import (
     SyncClusterInvalidator,
 )
 from clusterinval.errors import InvalidInputError
-
-
-@pytest.fixture
-def client(cluster_url: str) -> Iterator[redis.RedisCluster]:
-    rc = redis.RedisCluster.from_url(cluster_url)
-    try:
-        yield rc
-    finally:
-        rc.close()
 
 
 def fill(rc: redis.RedisCluster, keys: list[str]) -> None:
