@@ -1,8 +1,15 @@
 """Which slots each scan pass has covered, and which jobs a round must run. Pure logic.
 
-A slot counts as covered by a pass only when a node scanned it to the end while serving it, not
-migrating it, both before and after the scan: a slot that moved, or was mid-migration, during
-the pass may have had keys elsewhere, so it stays pending and is scanned again on its owner.
+A slot counts as covered by a pass only when the node that read it served it for the whole read:
+
+* a slot walk proves this itself: each call checks, in the same atomic server-side step that
+  reads a slot, that the node owns the slot and is neither migrating nor importing it;
+* a SCAN of a node's keyspace is not atomic, so it is judged by two readings of what the node
+  serves, before and after: a slot counts only when it was owned and not migrating in both and the
+  node's config epoch did not change in between. The epoch is what rules out a slot that left and
+  came back during the scan (A -> B -> A): taking a slot over gives the taker a new epoch.
+
+Anything else stays pending and is read again on the slot's owner in a later round.
 """
 
 from __future__ import annotations
@@ -46,10 +53,17 @@ class Coverage:
 
     def record(self, index: int, need: SlotSet, before: NodeOwnership,
                after: NodeOwnership) -> int:
-        """Mark what a finished job covered; returns how many slots that was."""
+        """Mark what a finished SCAN of a node covered; returns how many slots that was."""
+        if before.epoch != after.epoch or before.epoch < 0:
+            return 0  # a slot may have come to the node mid-scan: nothing is proven
         covered = need.intersection(before.stable).intersection(after.stable)
-        self._pending[index] = self._pending[index].difference(covered)
-        return len(covered)
+        return self.record_proven(index, covered)
+
+    def record_proven(self, index: int, proven: SlotSet) -> int:
+        """Mark slots a server-side step proved it read whole; returns how many were pending."""
+        before = len(self._pending[index])
+        self._pending[index] = self._pending[index].difference(proven)
+        return before - len(self._pending[index])
 
     def uncovered(self) -> SlotSet:
         """Every slot some pass still needs."""

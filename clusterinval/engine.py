@@ -15,6 +15,8 @@ cancel scope around them):
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -30,8 +32,9 @@ from clusterinval.planner import Plan
 from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
 from clusterinval.retry import Backoff, classify, describe, is_transient, leading_error
 from clusterinval.scripts import ServerScripts
-from clusterinval.slots import SlotSet
+from clusterinval.slots import SlotSet, key_slot
 from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership, Topology
+from clusterinval.tracing import node_pass_span
 from clusterinval.unlinker import Unlinker
 
 __all__ = ["Engine"]
@@ -80,11 +83,17 @@ class Engine:
         return view
 
     async def run(
-        self, plan: Plan, *, dry_run: bool, watch: ProgressWatch | None = None
-    ) -> EngineOutcome:
-        """Execute ``plan``; never raises for an incomplete run (see ``EngineOutcome.complete``)."""
-        out = EngineOutcome(per_pattern=[0] * len(plan.patterns))
+        self, plan: Plan, out: EngineOutcome, *, dry_run: bool,
+        watch: ProgressWatch | None = None,
+    ) -> None:
+        """Execute ``plan``, counting into ``out`` as replies arrive.
+
+        Never raises for an incomplete run (see ``EngineOutcome.complete``); when it raises
+        (refused, unreachable, cancelled), ``out`` still holds every confirmed deletion.
+        """
         run = _Run(self, plan, out, dry_run, watch or ProgressWatch())
+        # Until the run says otherwise, nothing it was asked for counts as done.
+        out.uncovered = run.uncovered()
         await self.ensure_view()
         with anyio.move_on_after(self._options.timeout_s) as scope:
             try:
@@ -102,11 +111,11 @@ class Engine:
             except BaseExceptionGroup as group:
                 # Task groups wrap what their tasks raise; callers must get the typed error.
                 raise leading_error(group) from group
+            finally:
+                out.uncovered = run.uncovered()
         if scope.cancelled_caught:
             out.timed_out = True
             out.messages.append(f"deadline of {self._options.timeout_s:g} s passed")
-        out.uncovered = run.uncovered()
-        return out
 
 
 class _Run(NodePasses):
@@ -124,7 +133,11 @@ class _Run(NodePasses):
         self.watch = watch
         self.backoff = Backoff(self.options.backoff_base_s, self.options.backoff_cap_s)
         self.coverage = Coverage([p.slots for p in plan.passes])
-        self.exact_failed = SlotSet()
+        # Exact keys not yet confirmed by a reply, per slot; keys not yet sent are those from
+        # ``_exact_next`` on (and literal-pattern keys from ``_literal_next`` on).
+        self._exact_pending: Counter[int] = Counter()
+        self._exact_next = 0
+        self._literal_next = 0
         self.fatal: str | None = None  # a non-transient error: no further round can help
         watch.slots_to_cover = len(plan.slots_to_cover)
         self.unlinker = Unlinker(
@@ -133,10 +146,15 @@ class _Run(NodePasses):
             command="EXISTS" if dry_run else "UNLINK", scripts=engine._scripts,
         )
         self._seen_sample: set[bytes] = set()
+        self._exact_names: frozenset[bytes] | None = None
 
     def uncovered(self) -> SlotSet:
-        """Slots of passes not covered, plus slots of exact keys that could not be handled."""
-        left = self.exact_failed.copy()
+        """Slots of passes not covered, plus slots of exact keys no reply confirmed."""
+        left = SlotSet(slot for slot, n in self._exact_pending.items() if n > 0)
+        unsent = self.plan.keys[self._exact_next:]
+        literals = list(self.plan.literal_origins)[self._literal_next:]
+        for key in (*unsent, *literals):
+            left.add(key_slot(key))
         left.update(self.coverage.uncovered())
         return left
 
@@ -146,35 +164,54 @@ class _Run(NodePasses):
         keys = self.plan.keys
         for start in range(0, len(keys), _EXACT_CHUNK):
             chunk = keys[start : start + _EXACT_CHUNK]
-            n = await self._exact(group_by_slot(chunk, self.options.unlink_batch))
-            if n and self.dry_run and n == len(chunk):
-                self._add_sample(chunk)
+            batches = group_by_slot(chunk, self.options.unlink_batch)
+            self._claim(batches, next_key=start + len(chunk))
+            await self._exact(batches, None)
         # A pattern without metacharacters names one key; it is sent on its own so that its
         # per-pattern figure is exact.
         for key, origin in self.plan.literal_origins.items():
-            n = await self._exact(group_by_slot([key], 1))
-            self.out.per_pattern[origin] += n
-            if n and self.dry_run:
-                self._add_sample([key])
+            batches = group_by_slot([key], 1)
+            self._claim(batches, next_literal=self._literal_next + 1)
+            await self._exact(batches, origin)
 
-    async def _exact(self, batches: list[tuple[int, list[bytes]]]) -> int:
+    def _claim(self, batches: list[tuple[int, list[bytes]]], *, next_key: int | None = None,
+               next_literal: int | None = None) -> None:
+        """Move keys from "not sent" to "sent, not confirmed" (no await: never half done)."""
+        pending = self._exact_pending
+        for slot, keys in batches:
+            pending[slot] += len(keys)
+        if next_key is not None:
+            self._exact_next = next_key
+        if next_literal is not None:
+            self._literal_next = next_literal
+
+    async def _exact(self, batches: list[tuple[int, list[bytes]]], origin: int | None) -> None:
+        out, watch, pending = self.out, self.watch, self._exact_pending
+
+        def confirm(done: Sequence[tuple[int, list[bytes]]], n: int) -> None:
+            sent = 0
+            for slot, keys in done:
+                pending[slot] -= len(keys)
+                sent += len(keys)
+            out.matched += n
+            watch.matched += n
+            if origin is not None:
+                out.per_pattern[origin] += n
+            if self.dry_run:
+                if n and n == sent:
+                    self._add_sample([k for _slot, keys in done for k in keys])
+            else:
+                out.deleted += n
+                out.exact_deleted += n
+                watch.deleted += n
+
         try:
-            n = await self.unlinker.unlink(batches)
+            await self.unlinker.unlink(batches, confirm)
         except ClusterPermissionError:
             raise
         except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
-            for slot, _ in batches:
-                self.exact_failed.add(slot)
-            self.out.messages.append(f"exact keys: {describe(exc)}")
-            return 0
-        self.out.matched += n
-        self.watch.matched += n
-        if not self.dry_run:
-            self.out.deleted += n
-            self.out.exact_deleted += n
-            self.watch.deleted += n
-        return n
-
+            # The keys no reply confirmed stay pending: their slots are reported uncovered.
+            out.messages.append(f"exact keys: {describe(exc)}")
 
     # -- scan passes --------------------------------------------------------------------------
 
@@ -213,20 +250,24 @@ class _Run(NodePasses):
         scan_pass = self.plan.passes[index]
         counters = self.unlinker.counters(node)
         started = anyio.current_time()
+        proven = SlotSet()
         try:
-            before = await self._ownership(node)
-            if not len(need.intersection(before.stable)):
-                return  # the node no longer serves these slots: next round finds the new owner
-            slot = scan_pass.single_slot
-            # Slot-level commands exist only in cluster mode.
-            cluster = not (self.topology.view and self.topology.view.standalone)
-            listed = False
-            if slot is not None and cluster:
-                listed = await self._list_slot(node, scan_pass, index, slot)
-            if not listed:
-                walk = need.intersection(before.owned) if cluster else None
-                await self._scan_node(node, scan_pass, index, walk)
-            after = await self._ownership(node)
+            with node_pass_span(node.name, match=scan_pass.match.decode("utf-8",
+                                                                        "backslashreplace")):
+                before = await self._ownership(node)
+                if not len(need.intersection(before.stable)):
+                    return  # the node no longer serves these slots: the next round finds the owner
+                slot = scan_pass.single_slot
+                # Slot-level commands exist only in cluster mode.
+                cluster = not (self.topology.view and self.topology.view.standalone)
+                listed = False
+                if slot is not None and cluster:
+                    listed = await self._list_slot(node, scan_pass, index, slot)
+                scanned = True
+                if not listed:
+                    walk = need.intersection(before.owned) if cluster else None
+                    proven, scanned = await self._scan_node(node, scan_pass, index, walk)
+                after = await self._ownership(node) if scanned else before
         except ClusterPermissionError:
             raise
         except (RedisError, OSError, TimeoutError) as exc:
@@ -239,7 +280,10 @@ class _Run(NodePasses):
             return
         finally:
             counters.busy_s += anyio.current_time() - started
-        self.watch.covered += self.coverage.record(index, need, before, after)
+        covered = self.coverage.record_proven(index, need.intersection(proven))
+        if scanned:
+            covered += self.coverage.record(index, need, before, after)
+        self.watch.covered += covered
 
     async def _ownership(self, node: NodeAddr) -> NodeOwnership:
         owned: NodeOwnership = await self._call(node, lambda: self.topology.ownership(node))

@@ -56,19 +56,27 @@ class InvalidOperationNameError(InvalidInputError):
 
 
 class ClusterConnectionError(ClusterInvalError, ConnectionError):
-    """Raised when no node of the cluster could be reached (at start or during a refresh)."""
+    """Raised when no node of the cluster could be reached (at start or during a refresh).
+
+    ``.result`` holds what the run had done before it stopped (None when no run had started).
+    """
 
     def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.nodes = nodes
+        self.result: InvalidationResult | None = None
 
 
 class ClusterPermissionError(ClusterInvalError, PermissionError):
-    """Raised when the server refuses a command: ACL (NOPERM) or authentication (WRONGPASS)."""
+    """Raised when the server refuses a command: ACL (NOPERM) or authentication (WRONGPASS).
+
+    ``.result`` holds what the run had done before it stopped (None when no run had started).
+    """
 
     def __init__(self, message: str, node: str | None = None) -> None:
         super().__init__(message)
         self.node = node
+        self.result: InvalidationResult | None = None
 
 
 class InvalidationError(ClusterInvalError):

@@ -12,6 +12,7 @@ import anyio
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
+from clusterinval import tracing
 from clusterinval.engine import Engine
 from clusterinval.errors import (
     ClusterConnectionError,
@@ -20,6 +21,7 @@ from clusterinval.errors import (
     InvalidationError,
     InvalidInputError,
 )
+from clusterinval.events import publish_event
 from clusterinval.figures import EngineOutcome, ProgressWatch
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
@@ -152,6 +154,8 @@ class ClusterInvalidator:
         operation = validate_operation_name(operation_name)
         label = self._metrics.operation_label(operation)
         try:
+            if type(dry_run) is not bool:
+                raise InvalidInputError(f"dry_run must be True or False, got {dry_run!r}")
             plan = make_plan(
                 keys, patterns, allow_match_all=allow_match_all,
                 max_keys=self._options.max_keys_per_call,
@@ -164,31 +168,50 @@ class ClusterInvalidator:
         self._metrics.run_started(label)
         outcome_label: Outcome = "failed"
         result: InvalidationResult | None = None
-        try:
-            raw = await engine.run(plan, dry_run=dry_run, watch=progress)
-            result = self._result(operation, plan, raw, dry_run, time.perf_counter() - started)
-            outcome_label = "complete" if result.complete else "partial"
-            for _node, kind in raw.errors:
-                self._metrics.error(label, kind)
-        except ClusterPermissionError as exc:
-            self._metrics.error(label, "permission")
-            log.warning("invalidation %s refused: %s", operation, exc)
-            raise
-        except ClusterConnectionError as exc:
-            self._metrics.error(label, "connection")
-            log.warning("invalidation %s failed: %s", operation, exc)
-            raise
-        except anyio.get_cancelled_exc_class():
-            log.warning("invalidation %s cancelled after %.3f s", operation,
-                        time.perf_counter() - started)
-            raise
-        finally:
-            final = result or self._empty(operation, plan, dry_run, time.perf_counter() - started)
-            self._metrics.run_finished(label, final, outcome_label)
+        raw = EngineOutcome(per_pattern=[0] * len(plan.patterns))
+        with tracing.invalidation_span(
+            operation, keys=len(plan.keys) + len(plan.literal_origins),
+            patterns=len(plan.patterns), dry_run=dry_run,
+        ) as span:
+            try:
+                await engine.run(plan, raw, dry_run=dry_run, watch=progress)
+                result = self._result(operation, plan, raw, dry_run,
+                                      time.perf_counter() - started)
+                outcome_label = "complete" if result.complete else "partial"
+            except (ClusterPermissionError, ClusterConnectionError) as exc:
+                refused = isinstance(exc, ClusterPermissionError)
+                self._metrics.error(label, "permission" if refused else "connection")
+                span.record_error(exc)
+                # What the run did before it stopped travels with the error.
+                exc.result = self._result(operation, plan, raw, dry_run,
+                                          time.perf_counter() - started, failed=True)
+                log.warning("invalidation %s %s after deleting %d keys: %s", operation,
+                            "refused" if refused else "failed", raw.deleted, exc)
+                raise
+            except anyio.get_cancelled_exc_class():
+                log.warning("invalidation %s cancelled after %.3f s", operation,
+                            time.perf_counter() - started)
+                raise
+            finally:
+                # Whatever ended the run, every deletion a node confirmed is counted.
+                for _node, kind in raw.errors:
+                    self._metrics.error(label, kind)
+                final = result or self._result(operation, plan, raw, dry_run,
+                                               time.perf_counter() - started, failed=True)
+                self._metrics.run_finished(label, final, outcome_label)
+            span.record(result)
         self._log(result)
+        if self._options.publish_events and not dry_run:
+            await publish_event(self._topology_or_fail(), result, plan.keys + tuple(
+                plan.literal_origins), plan.patterns)
         if not result.complete:
             raise InvalidationError(_incomplete_message(result), result)
         return result
+
+    def _topology_or_fail(self) -> Topology:
+        if self._topology is None:
+            raise ClusterInvalError("this ClusterInvalidator is not open")
+        return self._topology
 
     async def invalidate_rule(
         self, name: str, *, rules: RuleSet | None = None, dry_run: bool = False, **params: Any
@@ -206,7 +229,8 @@ class ClusterInvalidator:
     # -- results ------------------------------------------------------------------------------
 
     def _result(
-        self, operation: str, plan: Plan, raw: EngineOutcome, dry_run: bool, duration: float
+        self, operation: str, plan: Plan, raw: EngineOutcome, dry_run: bool, duration: float,
+        *, failed: bool = False,
     ) -> InvalidationResult:
         nodes = tuple(
             NodeResult(
@@ -226,7 +250,7 @@ class ClusterInvalidator:
             deleted=raw.deleted,
             matched=raw.matched,
             scanned=raw.scanned,
-            complete=raw.complete,
+            complete=raw.complete and not failed,
             duration_s=duration,
             dry_run=dry_run,
             nodes=nodes,
@@ -240,14 +264,6 @@ class ClusterInvalidator:
                 (p.decode("utf-8", "backslashreplace"), n)
                 for p, n in zip(plan.patterns, raw.per_pattern, strict=True)
             ),
-        )
-
-    @staticmethod
-    def _empty(operation: str, plan: Plan, dry_run: bool, duration: float) -> InvalidationResult:
-        return InvalidationResult(
-            operation=operation, deleted=0, matched=0, scanned=0, complete=False,
-            duration_s=duration, dry_run=dry_run,
-            keys_requested=len(plan.keys), patterns_requested=len(plan.patterns),
         )
 
     @staticmethod

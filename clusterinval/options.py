@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from clusterinval.errors import InvalidInputError
 
 __all__ = ["InvalidatorOptions"]
+
+# Whole-number options and the range each may take. The upper bounds keep one server call short
+# (a SCAN COUNT of 10**9 holds a node for a fifth of a second) and client memory bounded.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "scan_count": (1, 10_000),
+    "server_scan_count": (1, 10_000),
+    "unlink_batch": (1, 10_000),
+    "buffer_keys": (1, 10_000_000),
+    "stream_depth": (1, 1024),
+    "deleters_per_node": (1, 64),
+    "retries": (0, 100),
+    "max_operation_names": (1, 100_000),
+    "sample_size": (0, 100_000),
+    "max_keys_per_call": (1, 100_000_000),
+}
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if type(value) is not int or not lo <= value <= hi:
+        raise InvalidInputError(
+            f"option {name} must be a whole number from {lo} to {hi}, got {value!r}")
+
+
+def _check_number(name: str, value: object, *, allow_zero: bool, or_none: bool = False) -> None:
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > 0 or (allow_zero and value == 0)))
+    if not ok:
+        want = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise InvalidInputError(
+            f"option {name} must be {want}{' or None' if or_none else ''}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +78,22 @@ class InvalidatorOptions:
     scan_on_replicas: bool = False
     adaptive_latency_ms: float | None = None
     server_scripts: bool = True
+    publish_events: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("scan_count", "server_scan_count", "unlink_batch", "buffer_keys",
-                     "stream_depth", "deleters_per_node", "max_operation_names",
-                     "max_keys_per_call"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"option {name} must be a positive integer, got {value!r}")
+        for name, (lo, hi) in _INT_RANGES.items():
+            _check_int(name, getattr(self, name), lo, hi)
         for name in ("timeout_s", "command_timeout_s", "connect_timeout_s", "backoff_cap_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise InvalidInputError(f"option {name} must be a positive number, got {value!r}")
-        if self.retries < 0 or self.sample_size < 0 or self.backoff_base_s < 0:
-            raise InvalidInputError("options retries, sample_size, backoff_base_s must be >= 0")
+            _check_number(name, getattr(self, name), allow_zero=False)
+        _check_number("backoff_base_s", self.backoff_base_s, allow_zero=True)
         for name in ("keys_per_second", "node_keys_per_second", "adaptive_latency_ms"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise InvalidInputError(f"option {name} must be a positive number or None")
+            if value is not None:
+                _check_number(name, value, allow_zero=False, or_none=True)
+        for name in ("scan_on_replicas", "server_scripts", "publish_events"):
+            value = getattr(self, name)
+            if type(value) is not bool:
+                raise InvalidInputError(f"option {name} must be True or False, got {value!r}")
 
     def with_overrides(self, **overrides: Any) -> InvalidatorOptions:
         """A copy with some fields replaced; unknown names are an error, not ignored."""

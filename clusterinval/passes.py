@@ -23,7 +23,7 @@ from clusterinval.batching import SlotBatcher, group_by_slot
 from clusterinval.errors import ClusterPermissionError
 from clusterinval.figures import EngineOutcome, ProgressWatch
 from clusterinval.options import InvalidatorOptions
-from clusterinval.planner import ScanPass
+from clusterinval.planner import Plan, ScanPass
 from clusterinval.retry import describe, leading_error
 from clusterinval.slots import SlotSet
 from clusterinval.slotwalk import RATED_CALLS_PER_S, RATED_MIN_KEYS, SlotWalks
@@ -54,7 +54,9 @@ class NodePasses(SlotWalks):
     watch: ProgressWatch
     dry_run: bool
     unlinker: Unlinker
+    plan: Plan
     _seen_sample: set[bytes]
+    _exact_names: frozenset[bytes] | None
 
     async def _call(self, node: NodeAddr, fn: Any, attempts: int = 3) -> Any:
         raise NotImplementedError
@@ -88,18 +90,24 @@ class NodePasses(SlotWalks):
 
     async def _scan_node(
         self, node: NodeAddr, scan_pass: ScanPass, index: int, slots: SlotSet | None = None
-    ) -> None:
-        """Serve a pass on ``node``; ``slots`` (those it needs and the node holds) may narrow it."""
+    ) -> tuple[SlotSet, bool]:
+        """Serve a pass on ``node``; ``slots`` (those it needs and the node holds) may narrow it.
+
+        Returns the slots a slot walk proved it read whole, and whether the node's keyspace was
+        scanned (a scan is judged by what the node served before and after it).
+        """
         client = self.topology.client(node)
         counters = self.unlinker.counters(node)
         source = await self._scan_source(node) if self.options.scan_on_replicas else node
         # Server-side paths read the primary; scanning a replica instead needs the client path.
         server_side = not self.dry_run and scan_pass.server_exact and source == node
         walkable = all(g.prefix_only for g in scan_pass.globs)
+        proven = SlotSet()
         if (not self.dry_run and source == node and walkable and slots is not None
-                and await self.unlinker.slot_walk_ready(node)
-                and await self._slot_walk_node(node, scan_pass, slots)):
-            return
+                and await self.unlinker.slot_walk_ready(node)):
+            proven, whole = await self._slot_walk_node(node, scan_pass, slots)
+            if whole:
+                return proven, False
         size = int(await self._call(node, client.dbsize))
         if server_side and await self.unlinker.scan_unlink_ready(node):
             await self._scan_unlink_node(node, scan_pass, index)
@@ -107,6 +115,7 @@ class NodePasses(SlotWalks):
             await self._scan_then_delete(node, scan_pass, index, source)
         counters.scanned += size
         self.out.scanned += size
+        return proven, True
 
     async def _scan_unlink_node(self, node: NodeAddr, scan_pass: ScanPass, index: int) -> None:
         """Scan and delete in one server-side step per SCAN call (the fast path)."""
@@ -245,6 +254,8 @@ class NodePasses(SlotWalks):
         batcher: SlotBatcher | None,
     ) -> None:
         matched = self._filter(scan_pass, keys)
+        if matched and self.dry_run:
+            matched = self._first_count(index, matched)
         if not matched:
             return
         counters = self.unlinker.counters(node)
@@ -258,6 +269,20 @@ class NodePasses(SlotWalks):
             matched, self.options.unlink_batch)
         if ready:
             await self._delete(ready)
+
+    def _first_count(self, index: int, keys: list[bytes]) -> list[bytes]:
+        """The keys a dry run counts in pass ``index``: those no exact key or earlier pass names.
+
+        Nothing is deleted in a dry run, so a key matching patterns of two passes (or also named
+        as an exact key) is found twice; it is counted where it is first asked for.
+        """
+        earlier = [g for p in self.plan.passes[:index] for g in p.globs]
+        if self._exact_names is None:
+            self._exact_names = frozenset((*self.plan.keys, *self.plan.literal_origins))
+        exact = self._exact_names
+        if not earlier and not exact:
+            return keys
+        return [k for k in keys if k not in exact and not any(g.match(k) for g in earlier)]
 
     def _filter(self, scan_pass: ScanPass, keys: list[bytes]) -> list[bytes]:
         per_pattern = self.out.per_pattern
@@ -276,6 +301,8 @@ class NodePasses(SlotWalks):
         return kept
 
     async def _delete(self, batches: Sequence[tuple[int, list[bytes]]]) -> None:
-        n = await self.unlinker.unlink(batches)
+        await self.unlinker.unlink(batches, self._confirm_deleted)
+
+    def _confirm_deleted(self, batches: Sequence[tuple[int, list[bytes]]], n: int) -> None:
         self.out.deleted += n
         self.watch.deleted += n

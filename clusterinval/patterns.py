@@ -71,6 +71,9 @@ class Glob:
     # True when the pattern is `literal_prefix` followed only by '*': it then matches exactly the
     # keys that start with literal_prefix (and are non-empty).
     prefix_only: bool
+    # True when no byte of a key is constrained: only '*', '?' and sets that accept every byte
+    # ('?*', '[^]*', '**?**' ...). Such a pattern matches every key (of the lengths it allows).
+    unconstrained: bool
     # fullmatch() of this regex agrees with Redis for every non-empty key.
     regex: re.Pattern[bytes] = field(repr=False, compare=False)
 
@@ -310,6 +313,11 @@ def _compile_valid(raw: bytes) -> Glob:
         matches_all=raw.count(b"*") == len(raw),
         slot=key_slot(literal_prefix) if is_literal else _prefix_slot(literal_prefix),
         prefix_only=bool(rest) and all(kind == _STAR_TOKEN for kind, _ in rest),
+        unconstrained=all(
+            kind in (_STAR_TOKEN, _ANY)
+            or (kind == _SET and isinstance(payload, frozenset) and len(payload) == 256)
+            for kind, payload in tokens
+        ),
         regex=_regex(tokens),
     )
 

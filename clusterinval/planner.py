@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from clusterinval.errors import (
     InvalidInputError,
@@ -25,6 +26,9 @@ from clusterinval.patterns import Glob, common_literal_prefix, compile_pattern, 
 from clusterinval.slots import SLOT_COUNT, SlotSet
 
 __all__ = ["Plan", "ScanPass", "make_plan", "to_bytes_key", "validate_operation_name"]
+
+# Patterns one call may carry: each is matched against every scanned key of its pass.
+MAX_PATTERNS_PER_CALL = 10_000
 
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 
@@ -126,7 +130,8 @@ def _unique_keys(raw: list[object]) -> dict[bytes, None]:
         return dict.fromkeys([to_bytes_key(k) for k in raw])
 
 
-def _as_list(name: str, value: object) -> list[object]:
+def _as_list(name: str, value: object, limit: int) -> list[object]:
+    """``value`` as a list; reading stops past ``limit`` items, so an endless iterator is safe."""
     if value is None:
         return []
     if isinstance(value, str | bytes):
@@ -136,7 +141,9 @@ def _as_list(name: str, value: object) -> list[object]:
         )
     if not isinstance(value, Iterable):
         raise InvalidInputError(f"{name} must be a list, got {type(value).__name__}")
-    return list(value)
+    if isinstance(value, list | tuple):
+        return list(value)
+    return list(islice(value, limit + 1))
 
 
 def make_plan(
@@ -147,13 +154,21 @@ def make_plan(
     max_keys: int = 1_000_000,
 ) -> Plan:
     """Validate a call's arguments and decide how to serve them."""
-    raw_keys = _as_list("keys", keys)
-    raw_patterns = _as_list("patterns", patterns)
+    if type(allow_match_all) is not bool:
+        raise InvalidInputError(
+            f"allow_match_all must be True or False, got {allow_match_all!r}")
+    raw_keys = _as_list("keys", keys, max_keys)
+    raw_patterns = _as_list("patterns", patterns, MAX_PATTERNS_PER_CALL)
     if not raw_keys and not raw_patterns:
         raise InvalidInputError("nothing to invalidate: pass keys=[...] and/or patterns=[...]")
     if len(raw_keys) > max_keys:
         raise InvalidInputError(
-            f"{len(raw_keys)} keys in one call exceeds max_keys_per_call={max_keys}; split the call"
+            f"more than max_keys_per_call={max_keys} keys in one call; split the call"
+        )
+    if len(raw_patterns) > MAX_PATTERNS_PER_CALL:
+        raise InvalidInputError(
+            f"more than {MAX_PATTERNS_PER_CALL} patterns in one call; split the call, or use "
+            "broader patterns"
         )
     exact = _unique_keys(raw_keys)
     if b"" in exact:
@@ -169,10 +184,11 @@ def make_plan(
             )
         glob = compile_pattern(raw)
         pattern_bytes.append(glob.pattern)
-        if glob.matches_all and not allow_match_all:
+        if glob.unconstrained and not allow_match_all:
+            shown = glob.pattern.decode("utf-8", "backslashreplace")
             raise InvalidPatternError(
-                f"pattern {glob.pattern!r} matches every key in the cluster; pass "
-                "allow_match_all=True if you really mean to empty it",
+                f"pattern {shown!r} has no literal part and matches every key in the cluster; "
+                "pass allow_match_all=True if you really mean to empty it",
                 glob.pattern,
             )
         if glob.is_literal and glob.literal is not None:

@@ -16,7 +16,8 @@ class KeyRateLimiter:
         # second's worth let through at once is exactly the spike it should prevent.
         self._capacity = float(rate or 0.0) * burst_s
         self._tokens = self._capacity
-        self._stamp = anyio.current_time() if rate else 0.0
+        # Stamped on first use: an invalidator may be built before any event loop runs.
+        self._stamp: float | None = None
         self._lock = anyio.Lock()
 
     async def acquire(self, n: int) -> None:
@@ -26,7 +27,8 @@ class KeyRateLimiter:
             return
         async with self._lock:
             now = anyio.current_time()
-            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * rate)
+            since = 0.0 if self._stamp is None else now - self._stamp
+            self._tokens = min(self._capacity, self._tokens + since * rate)
             self._stamp = now
             self._tokens -= n
             deficit = -self._tokens

@@ -68,62 +68,103 @@ return {r[1], #keys, deleted, failed}
 """
 
 # Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
-# GETKEYSINSLOT), keeping the keys that start with one of the prefixes ARGV[5..], and unlinking
+# GETKEYSINSLOT), keeping the keys that start with one of the prefixes ARGV[6..], and unlinking
 # them with one UNLINK per slot (a single slot: never cross-slot). It stops once it has read
 # ARGV[1] keys and says where to resume. A slot holding more than ARGV[2] keys is not read (one
 # GETKEYSINSLOT of it would hold the node too long): it is reported, and the caller scans that
 # node instead. The prefix test is exact for patterns that are a literal prefix followed by '*';
-# a key is counted under the first prefix it starts with.
+# a key is counted under the first prefix it starts with. The empty key matches only when
+# ARGV[5] is 1 (Redis reports it for the pattern "*" alone).
+#
+# Before reading, the call takes what the node itself says it serves (the "myself" line of
+# CLUSTER NODES). A slot is read only when the node owns it and is neither migrating nor
+# importing it; the others are returned as unproven and never counted as covered. Reading the
+# ownership and the slot in one script makes the check atomic: a slot read here was read whole.
 _SLOT_WALK = b"""#!lua flags=allow-cross-slot-keys
 local budget = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local s = tonumber(ARGV[3])
 local hi = tonumber(ARGV[4])
+local empty_ok = ARGV[5] == '1'
 local prefixes, lens, per = {}, {}, {}
-for p = 5, #ARGV do
+for p = 6, #ARGV do
   prefixes[#prefixes + 1] = ARGV[p]
   lens[#lens + 1] = #ARGV[p]
   per[#per + 1] = 0
 end
 local np = #prefixes
-local examined, matched, deleted = 0, 0, 0
-local big, failed = {}, {}
-while s <= hi do
-  if examined >= budget then break end
-  local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', s)
-  if n > cap then
-    big[#big + 1] = s
-  elseif n > 0 then
-    local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', s, n)
-    examined = examined + #keys
-    local hit = {}
-    for j = 1, #keys do
-      local k = keys[j]
-      for p = 1, np do
-        if string.sub(k, 1, lens[p]) == prefixes[p] then
-          hit[#hit + 1] = k
-          per[p] = per[p] + 1
-          break
+local own_lo, own_hi, moving = {}, {}, {}
+for line in string.gmatch(redis.call('CLUSTER', 'NODES'), '[^\n]+') do
+  if string.find(line, 'myself', 1, true) then
+    local f = {}
+    for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
+    if f[3] and string.find(',' .. f[3] .. ',', ',myself,', 1, true) then
+      for i = 9, #f do
+        local t = f[i]
+        if string.sub(t, 1, 1) == '[' then
+          moving[tonumber(string.match(t, '^%[(%d+)'))] = true
+        else
+          local a, b = string.match(t, '^(%d+)-(%d+)$')
+          if a == nil then a = t; b = t end
+          own_lo[#own_lo + 1] = tonumber(a)
+          own_hi[#own_hi + 1] = tonumber(b)
         end
       end
+      break
     end
-    local j = 1
-    while j <= #hit do
-      local last = math.min(j + 499, #hit)
-      local reply = redis.pcall('UNLINK', unpack(hit, j, last))
-      if type(reply) == 'number' then
-        deleted = deleted + reply
-      else
-        for m = j, last do failed[#failed + 1] = hit[m] end
+  end
+end
+local function settled(slot)
+  if moving[slot] then return false end
+  for i = 1, #own_lo do
+    if slot >= own_lo[i] and slot <= own_hi[i] then return true end
+  end
+  return false
+end
+local examined, matched, deleted = 0, 0, 0
+local big, failed, unproven = {}, {}, {}
+while s <= hi do
+  if examined >= budget then break end
+  if not settled(s) then
+    unproven[#unproven + 1] = s
+  else
+    local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', s)
+    if n > cap then
+      big[#big + 1] = s
+    elseif n > 0 then
+      local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', s, n)
+      examined = examined + #keys
+      local hit = {}
+      for j = 1, #keys do
+        local k = keys[j]
+        if #k > 0 or empty_ok then
+          for p = 1, np do
+            if string.sub(k, 1, lens[p]) == prefixes[p] then
+              hit[#hit + 1] = k
+              per[p] = per[p] + 1
+              break
+            end
+          end
+        end
       end
-      j = last + 1
+      local j = 1
+      while j <= #hit do
+        local last = math.min(j + 499, #hit)
+        local reply = redis.pcall('UNLINK', unpack(hit, j, last))
+        if type(reply) == 'number' then
+          deleted = deleted + reply
+        else
+          for m = j, last do failed[#failed + 1] = hit[m] end
+        end
+        j = last + 1
+      end
+      matched = matched + #hit
     end
-    matched = matched + #hit
   end
   s = s + 1
 end
 if s > hi then s = -1 end
-return {s, examined, matched, deleted, big, failed, per}
+return {s, examined, matched, deleted, big, failed, per, unproven}
 """
 
 # Keys per batch-script call: bounds how long one call holds a node. Measured on Redis 7.0: a
@@ -159,6 +200,7 @@ class SlotWalkStep:
     big_slots: list[int]  # slots too large to read in one call: scan the node instead
     left: list[bytes]  # matched keys the node could not delete itself
     per_prefix: list[int]  # matched keys per prefix, in the order given
+    unproven: list[int]  # slots skipped: not served by the node, or mid-migration
 
 
 class _PackedCalls:
@@ -184,7 +226,7 @@ class _PackedCalls:
 def _walk_step(reply: Any) -> SlotWalkStep:
     return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
                         [int(s) for s in reply[4] or []], list(reply[5] or []),
-                        [int(n) for n in reply[6] or []])
+                        [int(n) for n in reply[6] or []], [int(s) for s in reply[7] or []])
 
 
 def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:
@@ -235,9 +277,13 @@ class ServerScripts:
 
     async def slot_walk_ranges(
         self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
-        budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,
+        budget: int, cap: int, on_step: Callable[[int, int, SlotWalkStep], None],
+        max_calls: int, *, empty_key: bool = False,
     ) -> None:
         """Walk slot ranges from ``ranges`` on ``node``, one call at a time, ``max_calls`` at most.
+
+        ``on_step(lo, hi, step)`` sees each call's figures and the slots it went over;
+        ``empty_key`` says whether the empty key matches (the pattern "*" alone).
 
         A call that stops early (its budget read) puts the rest of its range back at the front,
         so ``ranges`` holds exactly what is left, also when this raises: a retry resumes where
@@ -256,7 +302,7 @@ class ServerScripts:
                 lo, hi = ranges[0]
                 await conn.send_packed_command(
                     pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap, b"%d" % lo,
-                         b"%d" % hi, *prefixes), check_health=False)
+                         b"%d" % hi, b"1" if empty_key else b"0", *prefixes), check_health=False)
                 try:
                     reply = await conn.read_response()
                 except NoScriptError:
@@ -271,7 +317,7 @@ class ServerScripts:
                 step = _walk_step(reply)
                 if step.next_slot != -1:
                     ranges.appendleft((step.next_slot, hi))
-                on_step(step)
+                on_step(lo, hi if step.next_slot == -1 else step.next_slot - 1, step)
         except BaseException:
             # A reply may be left unread (timeout, cancellation): the connection is not reusable.
             await conn.disconnect()
@@ -327,7 +373,10 @@ class ServerScripts:
         reply = await self._eval(node, _SCAN_STEP, self._scan, (cursor, match, count))
         return ScanStep(int(reply[0]), int(reply[1]), int(reply[2]), list(reply[3] or []))
 
-    async def run_batches(self, node: NodeAddr, calls: list[list[SlotBatch]]) -> list[Any]:
+    async def run_batches(
+        self, node: NodeAddr, calls: list[list[SlotBatch]],
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """Send the batch script calls to ``node`` pipelined; one reply (or error) per call."""
         sha = self._batch.get(node)
         if sha is None:
@@ -337,10 +386,12 @@ class ServerScripts:
         def packed(with_sha: bytes) -> _PackedCalls:
             return _PackedCalls(with_sha, calls)
 
-        replies = await send_many(client, packed(sha), window=_CALLS_IN_FLIGHT)
+        replies = await send_many(client, packed(sha), window=_CALLS_IN_FLIGHT,
+                                  on_reply=on_reply)
         if any(isinstance(r, NoScriptError) for r in replies):
             self._batch.pop(node, None)
             new_sha = await self._load(node, _UNLINK_BATCHES, self._batch)
             if new_sha is not None:
-                replies = await send_many(client, packed(new_sha), window=_CALLS_IN_FLIGHT)
+                replies = await send_many(client, packed(new_sha), window=_CALLS_IN_FLIGHT,
+                                          on_reply=on_reply)
         return replies

@@ -59,9 +59,16 @@ class SlotWalks:
     async def _delete(self, batches: Sequence[tuple[int, list[bytes]]]) -> None:
         raise NotImplementedError
 
-    async def _slot_walk_node(self, node: NodeAddr, scan_pass: ScanPass, slots: SlotSet) -> bool:
-        """Serve a prefix pattern on ``node``'s ``slots``; False if a slot was too big to read."""
+    async def _slot_walk_node(self, node: NodeAddr, scan_pass: ScanPass, slots: SlotSet
+                              ) -> tuple[SlotSet, bool]:
+        """Serve a prefix pattern on ``node``'s ``slots``.
+
+        Returns the slots the walk proved it read whole while the node served them, and whether
+        every slot could be read (False: a slot was too big for one call, scan the node).
+        """
         prefixes = tuple(g.literal_prefix for g in scan_pass.globs)
+        # Redis reports the empty key for the pattern "*" alone (SCAN and KEYS skip matching).
+        empty_key = any(g.pattern == b"*" for g in scan_pass.globs)
         # Unthrottled: segments of many calls. Rate-limited or paced: one call per segment, so
         # each call is paid for (and each round trip timed by the governor) before the next.
         paced = self._node_rate() is not None or self.engine._governor is not None
@@ -70,23 +77,29 @@ class SlotWalks:
         ranges = deque(slots.ranges())
         left: list[bytes] = []
         big: list[int] = []
+        proven = SlotSet()
         matched = 0
 
-        def on_step(step: SlotWalkStep) -> None:
+        def on_step(lo: int, hi: int, step: SlotWalkStep) -> None:
             nonlocal matched
             matched += step.matched
             left.extend(self._count_step(node, scan_pass, step))
             big.extend(step.big_slots)
+            walked = SlotSet.from_ranges([(lo, hi)])
+            for slot in (*step.big_slots, *step.unproven):
+                walked.discard(slot)
+            proven.update(walked)
 
         # Each segment runs under the command timeout and is retried on its own; ``ranges``
         # always holds what is left, so a retry resumes where the walk stopped.
         while ranges:
             await self._call(node, lambda: self.unlinker.slot_walk_ranges(
-                node, prefixes, ranges, budget, WALK_SLOT_CAP, on_step, segment))
+                node, prefixes, ranges, budget, WALK_SLOT_CAP, on_step, segment,
+                empty_key=empty_key))
             await self._settle_step(node, matched, left)
             matched = 0
             left.clear()
-        return not big
+        return proven, not big
 
     def _count_step(self, node: NodeAddr, scan_pass: ScanPass, step: SlotWalkStep
                     ) -> list[bytes]:

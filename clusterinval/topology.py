@@ -57,11 +57,17 @@ class NodeAddr:
 
 @dataclass(frozen=True, slots=True)
 class NodeOwnership:
-    """What one node says about itself: the slots it serves and those in migration."""
+    """What one node says about itself: the slots it serves, those in migration, its epoch.
+
+    ``epoch`` is the node's config epoch. A node takes a new one whenever it takes over a slot
+    (the last step of an import, or a failover), so an unchanged epoch between two readings
+    means no slot came to it in between, not even one that left and came back.
+    """
 
     owned: SlotSet
     migrating: SlotSet
     importing: SlotSet
+    epoch: int = 0
 
     @property
     def stable(self) -> SlotSet:
@@ -348,10 +354,12 @@ def _parse_cluster_slots(reply: Any, asked: NodeAddr) -> ClusterView | None:
 def parse_myself_line(cluster_nodes: str) -> NodeOwnership:
     """The owned/migrating/importing slots on the ``myself`` line of CLUSTER NODES output."""
     owned, migrating, importing = SlotSet(), SlotSet(), SlotSet()
+    epoch = -1  # no "myself" line: a reading that matches no other
     for line in cluster_nodes.splitlines():
         parts = line.split()
         if len(parts) < 8 or "myself" not in parts[2].split(","):
             continue
+        epoch = int(parts[6])
         for item in parts[8:]:
             if item.startswith("["):
                 slot_text, _, _ = item[1:].partition("-")
@@ -364,4 +372,4 @@ def parse_myself_line(cluster_nodes: str) -> NodeOwnership:
                 owned.add_range(int(lo), int(hi))
             else:
                 owned.add(int(item))
-    return NodeOwnership(owned, migrating, importing)
+    return NodeOwnership(owned, migrating, importing, epoch)

@@ -35,7 +35,10 @@ from clusterinval.scripts import ServerScripts, SlotWalkStep, batch_offsets, spl
 from clusterinval.topology import NodeAddr, Topology
 from clusterinval.wire import pack, send_many
 
-__all__ = ["Unlinker"]
+__all__ = ["Confirm", "Unlinker"]
+
+# Told which slot batches a node's reply confirmed, and how many keys that reply counted.
+Confirm = Callable[[Sequence[SlotBatch], int], None]
 
 log = logging.getLogger("clusterinval.engine")
 
@@ -106,27 +109,29 @@ class Unlinker:
                     node_batches.append(b)
         return by_node, orphans
 
-    async def unlink(self, batches: Sequence[SlotBatch]) -> int:
-        """Delete every batch on its slot's owner; the number of keys really removed."""
+    async def unlink(self, batches: Sequence[SlotBatch], confirm: Confirm) -> None:
+        """Delete every batch on its slot's owner; raises when some could not be handled.
+
+        ``confirm(batches, n)`` is called as soon as a node's reply confirms ``batches`` (``n``
+        keys removed, or found by EXISTS), so what was done is known however the call ends.
+        """
         pending = list(batches)
-        deleted = 0
         attempt = 0
         while pending:
             by_node, orphans = self._route(pending)
             retry: list[SlotBatch] = list(orphans)
             last_error: BaseException | None = None
-            outcomes: list[tuple[int, list[SlotBatch], BaseException | None]] = []
+            outcomes: list[tuple[list[SlotBatch], BaseException | None]] = []
 
             async def send(
                 node: NodeAddr, node_batches: list[SlotBatch], sink: list[Any] = outcomes
             ) -> None:
-                sink.append(await self._send(node, node_batches))
+                sink.append(await self._send(node, node_batches, confirm))
 
             async with anyio.create_task_group() as tg:
                 for node, node_batches in by_node.items():
                     tg.start_soon(send, node, node_batches)
-            for n, again, err in outcomes:
-                deleted += n
+            for again, err in outcomes:
                 retry.extend(again)
                 last_error = err or last_error
             pending = retry
@@ -140,7 +145,6 @@ class Unlinker:
             await anyio.sleep(self._backoff.delay(attempt))
             if orphans or last_error is not None:
                 await self._refresh_quietly()
-        return deleted
 
     async def _refresh_quietly(self) -> None:
         try:
@@ -150,22 +154,29 @@ class Unlinker:
             log.debug("topology refresh failed: %s", exc)
 
     async def _send(
-        self, node: NodeAddr, batches: list[SlotBatch]
-    ) -> tuple[int, list[SlotBatch], BaseException | None]:
-        """Send ``batches`` to ``node``: (deleted, batches to retry elsewhere/later, last error)."""
+        self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
+    ) -> tuple[list[SlotBatch], BaseException | None]:
+        """Send ``batches`` to ``node``: (batches to retry elsewhere or later, last error)."""
         n_keys = sum(len(k) for _s, k in batches)
         await self._limiter.acquire(n_keys)
         await self._node_limiter(node).acquire(n_keys)
+        done: set[int] = set()  # id() of each batch a reply confirmed
+
+        def confirmed(group: Sequence[SlotBatch], n: int) -> None:
+            done.update(map(id, group))
+            confirm(group, n)
+
         try:
             with anyio.fail_after(self._options.command_timeout_s):
                 if len(batches) > 1 and await self.uses_script(node):
-                    return await self._send_script(node, batches)
-                return await self._send_pipeline(node, batches)
+                    return await self._send_script(node, batches, confirmed)
+                return await self._send_pipeline(node, batches, confirmed)
         except (RedisError, OSError, TimeoutError) as exc:
             self._note(node, exc)
             if not is_transient(exc):
                 self._raise_permanent(node, exc)
-            return 0, list(batches), exc
+            # Only what no reply confirmed is sent again.
+            return [b for b in batches if id(b) not in done], exc
 
     async def uses_script(self, node: NodeAddr) -> bool:
         """True when ``node`` takes the server-side batch script (loading it on first ask)."""
@@ -187,19 +198,20 @@ class Unlinker:
 
     async def slot_walk_ranges(
         self, node: NodeAddr, prefixes: tuple[bytes, ...], ranges: deque[tuple[int, int]],
-        budget: int, cap: int, on_step: Callable[[SlotWalkStep], None], max_calls: int,
+        budget: int, cap: int, on_step: Callable[[int, int, SlotWalkStep], None],
+        max_calls: int, *, empty_key: bool = False,
     ) -> None:
         """Slot-walk ranges from ``ranges`` on ``node`` (see ``scripts.py``), counted there."""
         counters = self.counters(node)
 
-        def counted(step: SlotWalkStep) -> None:
+        def counted(lo: int, hi: int, step: SlotWalkStep) -> None:
             counters.unlink_calls += 1
             counters.scan_calls += 1
             counters.deleted += step.deleted
-            on_step(step)
+            on_step(lo, hi, step)
 
         await self._scripts.slot_walk_ranges(node, prefixes, ranges, budget, cap, counted,
-                                             max_calls)
+                                             max_calls, empty_key=empty_key)
 
     async def scan_unlink(
         self, node: NodeAddr, cursor: int, match: bytes, count: int
@@ -213,47 +225,58 @@ class Unlinker:
         return step.cursor, step.matched, step.deleted, step.left
 
     async def _send_script(
-        self, node: NodeAddr, batches: list[SlotBatch]
-    ) -> tuple[int, list[SlotBatch], BaseException | None]:
+        self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
+    ) -> tuple[list[SlotBatch], BaseException | None]:
         calls = split_calls(batches)
-        replies = await self._scripts.run_batches(node, calls)
         counters = self.counters(node)
-        counters.unlink_calls += len(calls)
-        deleted = 0
         fallback: list[SlotBatch] = []
+
+        def on_reply(index: int, reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                return  # decided below, once every reply is in
+            call = calls[index]
+            removed, failed = int(reply[0]), reply[1] or []
+            if failed:
+                offsets = batch_offsets(call)
+                skip = {id(offsets[int(i)]) for i in failed}
+                fallback.extend(b for b in call if id(b) in skip)
+                call = [b for b in call if id(b) not in skip]
+            counters.deleted += removed
+            confirm(call, removed)
+
+        replies = await self._scripts.run_batches(node, calls, on_reply)
+        counters.unlink_calls += len(calls)
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 if classify(reply) == "permission":
                     self._raise_permanent(node, reply)
                 fallback.extend(call)  # the pipeline path decides what the error means
-                continue
-            removed, failed = int(reply[0]), reply[1] or []
-            deleted += removed
-            if failed:
-                offsets = batch_offsets(call)
-                fallback.extend(offsets[int(i)] for i in failed)
-        counters.deleted += deleted
         if not fallback:
-            return deleted, [], None
-        n, again, err = await self._send_pipeline(node, fallback)
-        return deleted + n, again, err
+            return [], None
+        return await self._send_pipeline(node, fallback, confirm)
 
     async def _send_pipeline(
-        self, node: NodeAddr, batches: list[SlotBatch]
-    ) -> tuple[int, list[SlotBatch], BaseException | None]:
+        self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
+    ) -> tuple[list[SlotBatch], BaseException | None]:
         client = self._topology.client(node)
         counters = self.counters(node)
+
+        def on_reply(index: int, reply: Any) -> None:
+            if not isinstance(reply, BaseException):
+                n = int(reply)
+                self._credit(counters, n)
+                confirm((batches[index],), n)
+
         # As with the batch script (scripts.py): about this many keys queued on the node at once.
         per_command = max(1, sum(len(k) for _s, k in batches) // len(batches))
         replies = await send_many(client, [pack(self._command, *keys) for _s, keys in batches],
-                                  window=max(4, _KEYS_IN_FLIGHT // per_command))
+                                  window=max(4, _KEYS_IN_FLIGHT // per_command),
+                                  on_reply=on_reply)
         counters.unlink_calls += len(batches)
-        deleted = 0
         retry: list[SlotBatch] = []
         last: BaseException | None = None
         for batch, reply in zip(batches, replies, strict=True):
             if not isinstance(reply, BaseException):
-                deleted += int(reply)
                 continue
             last = reply
             self._note(node, reply)
@@ -261,7 +284,8 @@ class Unlinker:
                 self._moved[batch[0]] = NodeAddr(reply.host, int(reply.port))
                 retry.append(batch)
             elif isinstance(reply, AskError):
-                deleted += await self._send_asking(NodeAddr(reply.host, int(reply.port)), batch)
+                n = await self._send_asking(NodeAddr(reply.host, int(reply.port)), batch)
+                confirm((batch,), n)
             elif isinstance(reply, TryAgainError) and len(batch[1]) > 1:
                 # Mid-migration, a multi-key command whose keys are split between the two nodes:
                 # one key at a time always has a single answer.
@@ -272,8 +296,7 @@ class Unlinker:
                 retry.append(batch)
             else:
                 self._raise_permanent(node, reply)
-        self._credit(counters, deleted)
-        return deleted, retry, last
+        return retry, last
 
     def _credit(self, counters: NodeCounters, n: int) -> None:
         if self._command == "UNLINK":

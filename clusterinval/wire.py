@@ -7,15 +7,22 @@ so packing them is a join. Connections still come from the client's pool (auth, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 from typing import Any, Protocol
 
+import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 __all__ = ["Commands", "pack", "send_many"]
 
 Arg = bytes | int | str
+
+# How long a cancelled send waits for the replies of commands already on the wire. They were
+# sent before the deadline and a healthy node answers in well under a millisecond; a node that
+# does not answer in this time is treated as lost (its replies unread, its keys unconfirmed).
+_DRAIN_S = 0.25
 
 
 def _arg(a: Arg) -> bytes:
@@ -63,12 +70,15 @@ class Commands(Protocol):
 
 
 async def send_many(
-    client: Redis, commands: Commands, window: int | None = None
+    client: Redis, commands: Commands, window: int | None = None,
+    on_reply: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """Send packed ``commands`` on one connection; each reply, or the ResponseError it was.
 
     With a ``window``, at most that many commands are in flight: each reply read lets the next
     command go (a sliding window), so the node is never handed the whole batch at once.
+    ``on_reply(index, reply)`` sees each reply as it is read, so what the node confirmed is known
+    even when the call is cut short (deadline, lost connection) before all replies are in.
     """
     if not commands:
         return []
@@ -76,30 +86,61 @@ async def send_many(
     ahead = total if window is None else max(1, window)
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    sent = 0
     try:
         sent = min(ahead, total)
         # Commands are taken by index as the window moves, so a lazily packed sequence is packed
         # while the node works on the ones already sent.
         await conn.send_packed_command(b"".join([commands[i] for i in range(sent)]),
                                        check_health=False)
-        replies: list[Any] = []
         for _ in range(total):
-            try:
-                replies.append(await conn.read_response())
-            except ResponseError as exc:
-                # An error reply is fully read; the next reply follows on the same connection.
-                replies.append(exc)
+            reply = await _read(conn)
+            if on_reply is not None:
+                on_reply(len(replies), reply)
+            replies.append(reply)
             # Refill once half the window is free: one write per half window, not per reply.
             if sent < total and sent - len(replies) <= ahead // 2:
                 top = min(total, len(replies) + ahead)
-                await conn.send_packed_command(b"".join([commands[i] for i in range(sent, top)]),
-                                               check_health=False)
-                sent = top
+                batch = b"".join([commands[i] for i in range(sent, top)])
+                sent = top  # counted as sent before the write: a cut-short write disconnects
+                await conn.send_packed_command(batch, check_health=False)
         return replies
-    except BaseException:
-        # Anything else (timeout, cancellation, lost connection) leaves unread replies behind:
-        # the connection cannot be reused.
-        await conn.disconnect()
+    except BaseException as exc:
+        # Cancelled (a deadline) with commands in flight: the node may already have run them, so
+        # their replies are read, briefly and shielded, to count what they did. Anything else
+        # (timeout, lost connection), or a drain that cannot finish, leaves unread replies
+        # behind: the connection cannot be reused.
+        clean = False
+        if isinstance(exc, anyio.get_cancelled_exc_class()) and on_reply is not None:
+            clean = await _drain(conn, sent - len(replies), replies, on_reply)
+        if not clean:
+            await conn.disconnect()
         raise
     finally:
         await pool.release(conn)
+
+
+async def _read(conn: Any) -> Any:
+    """One reply, or the ResponseError it was (fully read: the next reply follows)."""
+    try:
+        # disconnect_on_error=False: the parser keeps a reply cut short by cancellation, so
+        # reading it again resumes where it stopped (see _drain).
+        return await conn.read_response(disconnect_on_error=False)
+    except ResponseError as exc:
+        return exc
+
+
+async def _drain(conn: Any, unread: int, replies: list[Any],
+                 on_reply: Callable[[int, Any], None]) -> bool:
+    """Read ``unread`` replies still in flight; True when all came in time."""
+    with anyio.move_on_after(_DRAIN_S, shield=True):
+        try:
+            for _ in range(unread):
+                reply = await _read(conn)
+                on_reply(len(replies), reply)
+                replies.append(reply)
+        except Exception:
+            return False
+        return True
+    return False

@@ -55,7 +55,7 @@ def test_options_validate() -> None:
     assert InvalidatorOptions().with_overrides(scan_count=10).scan_count == 10
     with pytest.raises(ValueError, match="unknown option"):
         InvalidatorOptions().with_overrides(scancount=1)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="scan_count must be a whole number from 1"):
         InvalidatorOptions(scan_count=0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="timeout_s must be a finite number > 0"):
         InvalidatorOptions(timeout_s=-1)

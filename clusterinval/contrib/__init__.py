@@ -1,0 +1,1 @@
+"""Integrations with frameworks: ``clusterinval.contrib.django`` (a cache backend)."""
