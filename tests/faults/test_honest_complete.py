@@ -66,8 +66,9 @@ def _exists(url: str, key: bytes) -> bool:
         return bool(rc.exists(key))
 
 
-async def _back_and_forth(cluster: LocalCluster, pattern: str, suffix: str, *,
-                          server_scripts: bool, walk: bool) -> tuple[InvalidationResult, set[bytes]]:
+async def _back_and_forth(
+    cluster: LocalCluster, pattern: str, suffix: str, *, server_scripts: bool, walk: bool
+) -> tuple[InvalidationResult, set[bytes]]:
     filler, s_keys, kept, marker = _layout(suffix)
     fill_keys(cluster.url, [*filler, *s_keys, *kept])
     a, b = (n.port for n in cluster.primaries()[:2])

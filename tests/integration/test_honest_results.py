@@ -72,10 +72,12 @@ class TestDeadlineOnExactKeys:
     def test_sync_api_too(self, cluster_url: str) -> None:
         keys = [f"ed:{i}".encode() for i in range(20_000)]
         fill_keys(cluster_url, keys)
-        with SyncClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry(),
-                                             keys_per_second=10_000, timeout_s=0.5) as inv:
-            with pytest.raises(InvalidationError) as err:
-                inv.invalidate(keys=keys)
+        with (
+            SyncClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry(),
+                                            keys_per_second=10_000, timeout_s=0.5) as inv,
+            pytest.raises(InvalidationError) as err,
+        ):
+            inv.invalidate(keys=keys)
         _check_cut_short(err.value.result, keys, cluster_url)
 
 
