@@ -4,6 +4,7 @@ Exact keys and Redis glob patterns, across every primary at once, deleted with s
 ``UNLINK`` (never ``KEYS``, never cross-slot), with Prometheus metrics per ``operation_name``.
 """
 
+from clusterinval._core.tally import Progress, ProgressWatch
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -14,7 +15,6 @@ from clusterinval.errors import (
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.figures import Progress, ProgressWatch
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions

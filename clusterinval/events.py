@@ -37,8 +37,15 @@ from weakref import WeakKeyDictionary
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
+from clusterinval._core.glob import Glob, compile_pattern
+from clusterinval._core.slots import key_slot
+from clusterinval._core.values import ClusterView, NodeAddr
+from clusterinval._engine.retry import describe
+from clusterinval._engine.topology import Topology
+from clusterinval._io.redis_io import RedisClusterIO, command
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -46,10 +53,6 @@ from clusterinval.errors import (
     InvalidInputError,
     InvalidPatternError,
 )
-from clusterinval.patterns import Glob, compile_pattern
-from clusterinval.retry import describe
-from clusterinval.slots import key_slot
-from clusterinval.topology import ClusterView, NodeAddr, Topology, command
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
@@ -194,13 +197,21 @@ async def publish_event(
                     getattr(result, "operation", "?"), describe(exc))
 
 
+def _client(topology: Topology, node: NodeAddr) -> Redis:
+    """A redis-py client on ``node``: events need pub/sub, which is outside the engine's seam."""
+    io = topology.io
+    if not isinstance(io, RedisClusterIO):
+        raise TypeError(f"events need a Redis connection, not {type(io).__name__}")
+    return io.client(node)
+
+
 async def _publish(topology: Topology, payload: bytes) -> int:
     """SPUBLISH (or PUBLISH) ``payload``; one topology refresh and retry on a moved slot."""
     view = topology.view or await topology.refresh()
     for attempt in (1, 2):
         try:
             node = _channel_node(view)
-            client = topology.client(node)
+            client = _client(topology, node)
             if not view.standalone and _SHARDED.get(topology, True):
                 try:
                     return int(await command(client, "SPUBLISH", EVENTS_CHANNEL, payload))
@@ -348,7 +359,7 @@ class _Subscriber:
         with anyio.fail_after(self.connect_timeout_s):
             view = await self.topology.refresh()
             node = _channel_node(view)
-            pool = self.topology.client(node).connection_pool
+            pool = _client(self.topology, node).connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
@@ -449,7 +460,8 @@ async def subscribe(
                         ("connect_timeout_s", connect_timeout_s)):
         if not isinstance(value, int | float) or value <= 0:
             raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
-    topology = Topology.from_url(url, **connection_options)
+    io, seeds = RedisClusterIO.from_url(url, **connection_options)
+    topology = Topology(io, seeds, timeout_s=io.socket_timeout)
     try:
         send, receive = anyio.create_memory_object_stream[InvalidationEvent](buffer)
         state = _Subscriber(topology, send, heartbeat_s=heartbeat_s, recheck_s=recheck_s,

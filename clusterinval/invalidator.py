@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,13 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from clusterinval import tracing
-from clusterinval.engine import Engine
+from clusterinval._core.planning import Plan, make_plan, validate_operation_name
+from clusterinval._core.tally import ProgressWatch, RunTally
+from clusterinval._core.values import NodeAddr
+from clusterinval._engine.run import Engine
+from clusterinval._engine.topology import Topology
+from clusterinval._io.protocol import ClusterIO
+from clusterinval._io.redis_io import CONNECTION_OPTIONS, RedisClusterIO
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -22,12 +28,9 @@ from clusterinval.errors import (
     InvalidInputError,
 )
 from clusterinval.events import publish_event
-from clusterinval.figures import EngineOutcome, ProgressWatch
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
-from clusterinval.planner import Plan, make_plan, validate_operation_name
 from clusterinval.result import InvalidationResult, NodeResult
-from clusterinval.topology import CONNECTION_OPTIONS, Topology
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -82,10 +85,26 @@ class ClusterInvalidator:
             raise InvalidInputError("url must be a redis:// or rediss:// URL")
         conn = {k: options.pop(k) for k in list(options) if k in CONNECTION_OPTIONS}
         inv = cls(None, registry=registry, metrics=metrics, rules=rules, **options)
-        topology = Topology.from_url(url, **conn)
-        inv._topology = topology
-        inv._engine = Engine(topology, inv._options)
+        io, seeds = RedisClusterIO.from_url(url, **conn)
+        inv._attach(io, seeds)
         return inv
+
+    @classmethod
+    def _from_io(
+        cls, io: ClusterIO, seeds: Sequence[NodeAddr], *,
+        registry: CollectorRegistry | None = None, **options: Any,
+    ) -> ClusterInvalidator:
+        """An invalidator on any implementation of the node seam (the in-memory cluster)."""
+        inv = cls(None, registry=registry, **options)
+        inv._attach(io, seeds)
+        return inv
+
+    def _attach(self, io: ClusterIO, seeds: Sequence[NodeAddr]) -> None:
+        # A topology read waits as long as one command may take on the wire.
+        timeout = (io.socket_timeout if isinstance(io, RedisClusterIO)
+                   else self._options.command_timeout_s)
+        self._topology = Topology(io, seeds, timeout_s=timeout)
+        self._engine = Engine(self._topology, self._options)
 
     @property
     def options(self) -> InvalidatorOptions:
@@ -129,12 +148,13 @@ class ClusterInvalidator:
             if self._engine is None:
                 assert self._client is not None
                 try:
-                    self._topology = await Topology.from_client(self._client)
+                    io, seeds = await RedisClusterIO.from_client(self._client)
                 except (RedisError, OSError) as exc:
                     raise ClusterConnectionError(
                         f"could not reach the cluster through the given client: {exc}"
                     ) from None
-                self._engine = Engine(self._topology, self._options)
+                self._attach(io, seeds)
+                assert self._engine is not None
         return self._engine
 
     async def invalidate(
@@ -168,7 +188,7 @@ class ClusterInvalidator:
         self._metrics.run_started(label)
         outcome_label: Outcome = "failed"
         result: InvalidationResult | None = None
-        raw = EngineOutcome(per_pattern=[0] * len(plan.patterns))
+        raw = RunTally(len(plan.patterns))
         with tracing.invalidation_span(
             operation, keys=len(plan.keys) + len(plan.literal_origins),
             patterns=len(plan.patterns), dry_run=dry_run,
@@ -178,6 +198,8 @@ class ClusterInvalidator:
                 result = self._result(operation, plan, raw, dry_run,
                                       time.perf_counter() - started)
                 outcome_label = "complete" if result.complete else "partial"
+                for _node, kind in raw.errors:
+                    self._metrics.error(label, kind)
             except (ClusterPermissionError, ClusterConnectionError) as exc:
                 refused = isinstance(exc, ClusterPermissionError)
                 self._metrics.error(label, "permission" if refused else "connection")
@@ -194,8 +216,6 @@ class ClusterInvalidator:
                 raise
             finally:
                 # Whatever ended the run, every deletion a node confirmed is counted.
-                for _node, kind in raw.errors:
-                    self._metrics.error(label, kind)
                 final = result or self._result(operation, plan, raw, dry_run,
                                                time.perf_counter() - started, failed=True)
                 self._metrics.run_finished(label, final, outcome_label)
@@ -229,7 +249,7 @@ class ClusterInvalidator:
     # -- results ------------------------------------------------------------------------------
 
     def _result(
-        self, operation: str, plan: Plan, raw: EngineOutcome, dry_run: bool, duration: float,
+        self, operation: str, plan: Plan, raw: RunTally, dry_run: bool, duration: float,
         *, failed: bool = False,
     ) -> InvalidationResult:
         nodes = tuple(

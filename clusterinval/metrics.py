@@ -10,7 +10,6 @@ whole rather than per object.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import weakref
@@ -19,7 +18,9 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from clusterinval.errors import InvalidInputError, InvalidOperationNameError
+from clusterinval._core.planning import is_short_identifier, validate_operation_name
+from clusterinval._core.values import ErrorKind
+from clusterinval.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from clusterinval.result import InvalidationResult
@@ -39,10 +40,6 @@ __all__ = [
 log = logging.getLogger("clusterinval.metrics")
 
 Outcome = Literal["complete", "partial", "failed"]
-ErrorKind = Literal[
-    "connection", "timeout", "permission", "redirect", "tryagain", "clusterdown",
-    "loading", "crossslot", "input", "other",
-]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 ERROR_KINDS: Final[tuple[ErrorKind, ...]] = get_args(ErrorKind)
 
@@ -77,7 +74,6 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
     "clusterinval_last_success_timestamp_seconds",
 )
 
-_LABEL_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 # A cluster has at most ~1000 nodes; this only guards against a node label churning without end
 # (e.g. containers getting new ports on every restart of a long-lived process).
 _MAX_NODES: Final = 1000
@@ -210,7 +206,7 @@ class Metrics:
                 or max_operations < 1:
             raise InvalidInputError(f"max_operations must be a positive integer, "
                                     f"got {max_operations!r}")
-        if not isinstance(overflow_label, str) or not _LABEL_VALUE.fullmatch(overflow_label):
+        if not is_short_identifier(overflow_label):
             raise InvalidInputError(f"overflow_label must be a short identifier, "
                                     f"got {overflow_label!r}")
         self._registry = REGISTRY if registry is None else registry
@@ -235,10 +231,7 @@ class Metrics:
 
     def operation_label(self, operation_name: str) -> str:
         """The label value to record ``operation_name`` under: itself, or the overflow value."""
-        if not isinstance(operation_name, str) or not _LABEL_VALUE.fullmatch(operation_name):
-            raise InvalidOperationNameError(
-                f"operation_name must be a short identifier, got {operation_name!r}"
-            )
+        validate_operation_name(operation_name)
         inst = self._inst
         warn = False
         with inst.lock:

@@ -24,8 +24,8 @@ from pathlib import Path
 from string import Formatter
 from typing import Any, NamedTuple
 
+from clusterinval._core.glob import escape
 from clusterinval.errors import InvalidInputError
-from clusterinval.patterns import escape
 
 __all__ = [
     "BUILTIN_RULES",

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clusterinval.cli.loadtest_cmd import started_cluster
+from clusterinval.cli.loadtest_cmd import check_report_possible, started_cluster
 from clusterinval.cli.output import EXIT_BAD_INPUT, EXIT_INCOMPLETE, err_console, fail, out_console
 from clusterinval.loadtest.bench import BenchConfig, run_bench
 from clusterinval.loadtest.peers import TOOLS
@@ -38,9 +38,15 @@ def bench(
                                               "GET-latency-during-S2 run.")] = 50_000.0,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the GET latency "
                                              "measurement during S2.")] = False,
-    out: Annotated[str | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
+    out: Annotated[str | None, typer.Option("--out", metavar="PATH",
+                                            help="Write the report as JSON here.")] = None,
+    html_report: Annotated[str | None, typer.Option(
+        "--report", metavar="PATH", help="Write an HTML report with charts here (needs the "
+        "'report' extra: plotly).")] = None,
 ) -> None:
     """Benchmark S1-S4 and a multi-pattern case for every approach; every run is verified."""
+    if html_report:
+        check_report_possible(html_report)
     chosen_tools = tuple(t.strip() for t in tools.split(",") if t.strip())
     chosen = tuple(s.strip().upper() for s in scenario.split(",") if s.strip())
     bad = [t for t in chosen_tools if t not in TOOLS] + [s for s in chosen if s not in _SCENARIOS]
@@ -69,6 +75,11 @@ def bench(
     if out:
         write_json(out, report)
         err_console.print(f"report written to {out}")
+    if html_report:
+        from clusterinval.loadtest.html_report import write_bench_html
+
+        write_bench_html(html_report, report)
+        err_console.print(f"HTML report written to {html_report}")
     if not report["verified"]:
         err_console.print("[bold red]some benchmarked runs did not verify[/]")
         raise typer.Exit(EXIT_INCOMPLETE)

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from clusterinval.cli.output import EXIT_INCOMPLETE, fail, out_console
+from clusterinval.cli.base import Command, Group
+from clusterinval.cli.output import EXIT_INCOMPLETE, fail, out_console, print_table
 from clusterinval.testing.local import LocalCluster, LocalClusterError
 
 __all__ = ["app"]
@@ -15,10 +16,11 @@ __all__ = ["app"]
 app = typer.Typer(
     help="A local Redis Cluster of redis-server processes on loopback ports (development).",
     no_args_is_help=True,
+    cls=Group,
 )
 
 
-@app.command()
+@app.command(cls=Command)
 def up(
     primaries: Annotated[int, typer.Option("--primaries", min=1, help="Primary count.")] = 3,
     replicas: Annotated[int, typer.Option("--replicas", min=0, help="Replicas per primary.")] = 1,
@@ -37,7 +39,7 @@ def up(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def down() -> None:
     """Stop the cluster started by `cluster up` (nothing to do when none runs)."""
     cluster = _running()
@@ -49,7 +51,7 @@ def down() -> None:
     out_console.print(f"cluster at {url} stopped")
 
 
-@app.command()
+@app.command(cls=Command)
 def status() -> None:
     """Show the running cluster's URL, nodes and state (exit 1 when none runs)."""
     cluster = _running()
@@ -62,7 +64,7 @@ def status() -> None:
     for node in st.nodes:
         table.add_row(str(node.port), node.role, str(node.pid), "yes" if node.alive else "NO",
                       "yes" if node.paused else "")
-    out_console.print(table)
+    print_table(table)
     if st.cluster_state != "ok":
         raise typer.Exit(EXIT_INCOMPLETE)
 

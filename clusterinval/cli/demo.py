@@ -22,13 +22,13 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from clusterinval.cli.output import EXIT_INCOMPLETE, err_console, fail, out_console
+from clusterinval._core.glob import Glob, compile_pattern
+from clusterinval._core.slots import key_slot
+from clusterinval.cli.output import EXIT_INCOMPLETE, err_console, fail, out_console, print_table
 from clusterinval.compat import RedisService
 from clusterinval.invalidator import ClusterInvalidator
-from clusterinval.patterns import Glob, compile_pattern
 from clusterinval.result import InvalidationResult
 from clusterinval.rules import BUILTIN_RULES
-from clusterinval.slots import key_slot
 from clusterinval.testing.local import LocalCluster, LocalClusterError
 
 __all__ = ["Dataset", "build_dataset", "demo"]
@@ -353,7 +353,7 @@ def _print_table(rows: list[_Row]) -> None:
             figure = f"[green]{text}[/]" if row.ok else f"[bold red]{text} WRONG[/]"
         table.add_row(str(i), row.step.api, row.step.call, str(row.expected), figure,
                       f"{row.seconds * 1000:.1f}")
-    out_console.print(table)
+    print_table(table)
     out_console.print(
         "core = ClusterInvalidator, compat = clusterinval.compat.RedisService; expected = the "
         "keys the demo itself computed would match (deleted in green when equal); ms = wall time"

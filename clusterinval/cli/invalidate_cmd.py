@@ -10,6 +10,9 @@ import anyio
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clusterinval._core.slots import SLOT_COUNT
+from clusterinval._core.tally import ProgressWatch
+from clusterinval.cli.checks import check_invalidation, check_url
 from clusterinval.cli.output import (
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
@@ -29,10 +32,8 @@ from clusterinval.errors import (
     InvalidInputError,
 )
 from clusterinval.exposition import push_metrics
-from clusterinval.figures import ProgressWatch
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
-from clusterinval.slots import SLOT_COUNT
 
 __all__ = ["count", "invalidate", "resolve_url"]
 
@@ -40,17 +41,22 @@ ENV_URL = "CLUSTERINVAL_URL"
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", "-u", help=f"Cluster URL (default: ${ENV_URL}, else `cluster up`'s)."),
+    typer.Option("--url", "-u", metavar="URL",
+                 help=f"Cluster URL (default: ${ENV_URL}, else `cluster up`'s)."),
 ]
 KeyOpt = Annotated[
-    list[str] | None, typer.Option("--key", "-k", help="Exact key to delete (repeatable).")
+    list[str] | None,
+    typer.Option("--key", "-k", metavar="KEY", help="Exact key to delete (repeatable)."),
 ]
 PatternOpt = Annotated[
     list[str] | None,
-    typer.Option("--pattern", "-p", help="Redis glob of keys to delete (repeatable)."),
+    typer.Option("--pattern", "-p", metavar="PATTERN",
+                 help="Redis glob of keys to delete (repeatable)."),
 ]
 OperationOpt = Annotated[
-    str, typer.Option("--operation", "-o", help="operation_name: metric label and log tag.")
+    str,
+    typer.Option("--operation", "-o", metavar="NAME",
+                 help="operation_name: metric label and log tag."),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
@@ -59,15 +65,17 @@ AllowAllOpt = Annotated[
     bool, typer.Option("--allow-match-all", help="Allow a pattern that matches every key.")
 ]
 TimeoutOpt = Annotated[
-    float | None, typer.Option("--timeout", min=0.001, help="Give up after S seconds.")
+    float | None,
+    typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Give up after SECONDS."),
 ]
 PushOpt = Annotated[
     str | None,
-    typer.Option("--pushgateway", help="Push this run's metrics to a Prometheus Pushgateway."),
+    typer.Option("--pushgateway", metavar="URL",
+                 help="Push this run's metrics to a Prometheus Pushgateway."),
 ]
 
 
-def resolve_url(url: str | None) -> str:
+def resolve_url(url: str | None, *, as_json: bool = False) -> str:
     """The URL given, else $CLUSTERINVAL_URL, else the running `cluster up` cluster's."""
     if url:
         return url
@@ -79,13 +87,14 @@ def resolve_url(url: str | None) -> str:
     try:
         running = LocalCluster.from_state()
     except LocalClusterError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+        fail(str(exc), EXIT_BAD_INPUT, as_json=as_json)
     if running is not None:
         return running.url
     fail(
         f"no cluster URL: pass --url redis://host:port, set {ENV_URL}, "
         "or start a local cluster with `clusterinval cluster up`",
         EXIT_BAD_INPUT,
+        as_json=as_json,
     )
 
 
@@ -131,7 +140,14 @@ def _run(
     timeout: float | None,
     pushgateway: str | None,
 ) -> None:
-    target = resolve_url(url)
+    # Bad input is refused before any connection: exit 2 whatever state the cluster is in.
+    try:
+        check_invalidation(keys or [], patterns or [], operation,
+                           allow_match_all=allow_match_all)
+        target = resolve_url(url, as_json=as_json)
+        check_url(target)
+    except InvalidInputError as exc:
+        fail(str(exc), EXIT_BAD_INPUT, as_json=as_json)
     options: dict[str, Any] = {}
     if timeout is not None:
         options["timeout_s"] = timeout
@@ -205,23 +221,31 @@ async def _invalidate(
 
 
 async def _show_progress(watch: ProgressWatch, operation: str, dry_run: bool) -> None:
-    """A live bar of covered slots and keys found, redrawn until cancelled."""
+    """A live display of the run, redrawn until cancelled.
+
+    Slots count as covered only when a node's pass has finished, so until the first one does the
+    bar pulses rather than sit at zero; the keys found and SCAN calls move all along.
+    """
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} slots"),
-        TextColumn("{task.fields[keys]} keys"),
+        TextColumn("{task.fields[slots]}"),
+        TextColumn("{task.fields[keys]} keys, {task.fields[scans]} SCANs"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(
-            f"{operation} ({'counting' if dry_run else 'deleting'})", total=SLOT_COUNT, keys=0
+            f"{operation} ({'counting' if dry_run else 'deleting'})", total=None,
+            slots="", keys=0, scans=0,
         )
         while True:
             snap = watch.snapshot()
             found = snap.matched if dry_run else snap.deleted
-            bar.update(task, completed=snap.covered_slots,
-                       total=snap.slots_to_cover or SLOT_COUNT, keys=found)
+            total = snap.slots_to_cover or SLOT_COUNT
+            covered = snap.covered_slots
+            bar.update(task, completed=covered, total=total if covered else None,
+                       slots=f"{covered}/{total} slots covered" if covered else "",
+                       keys=found, scans=snap.scan_calls)
             await anyio.sleep(0.1)
 
 

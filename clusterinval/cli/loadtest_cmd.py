@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -12,13 +13,19 @@ import typer
 from prometheus_client import CollectorRegistry
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clusterinval.cli.output import EXIT_BAD_INPUT, EXIT_INCOMPLETE, err_console, fail, out_console
+from clusterinval.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    err_console,
+    fail,
+    print_table,
+)
 from clusterinval.exposition import start_metrics_server
 from clusterinval.loadtest.generator import LoadConfig, LoadReport, LoadState, run_loadtest
 from clusterinval.loadtest.report import load_table, write_json
 from clusterinval.testing.fill import count_keys
 
-__all__ = ["loadtest", "started_cluster"]
+__all__ = ["check_report_possible", "loadtest", "started_cluster"]
 
 
 @contextlib.contextmanager
@@ -67,9 +74,15 @@ def loadtest(
     metrics_port: Annotated[int, typer.Option("--metrics-port", min=-1, max=65535,
                                               help="Prometheus /metrics on 127.0.0.1 "
                                               "(0: any free port, -1: off).")] = 9108,
-    out: Annotated[str | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
+    out: Annotated[str | None, typer.Option("--out", metavar="PATH",
+                                            help="Write the report as JSON here.")] = None,
+    html_report: Annotated[str | None, typer.Option(
+        "--report", metavar="PATH", help="Write an HTML report with charts here (needs the "
+        "'report' extra: plotly).")] = None,
 ) -> None:
     """Run cache traffic while invalidations run; report latency, throughput and a final check."""
+    if html_report:
+        check_report_possible(html_report)
     try:
         config = LoadConfig(keys=keys, duration_s=duration, baseline_s=baseline,
                             ops_per_second=rate, invalidations_per_second=inv_rate,
@@ -93,14 +106,32 @@ def loadtest(
             if server is not None:
                 server.close()
     data = report.to_dict()
-    out_console.print(load_table(data))
+    print_table(load_table(data))
     for line in data["errors"]:
         err_console.print(f"  {line}", markup=False)
     if out:
         write_json(out, data)
         err_console.print(f"report written to {out}")
+    if html_report:
+        from clusterinval.loadtest.html_report import write_load_html
+
+        write_load_html(html_report, report)
+        err_console.print(f"HTML report written to {html_report}")
     if not report.ok:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def check_report_possible(path: str) -> None:
+    """Exit 2, before any work, when the HTML report at ``path`` could not be written."""
+    from clusterinval.loadtest.html_report import ReportUnavailableError, require_plotly
+
+    try:
+        require_plotly()
+    except ReportUnavailableError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        fail(f"--report {path}: the directory {parent} does not exist", EXIT_BAD_INPUT)
 
 
 def _ensure_empty(url: str, flush: bool) -> None:

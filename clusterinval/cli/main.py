@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
 
 from clusterinval.cli import bench_cmd, cluster_cmd, demo, invalidate_cmd, loadtest_cmd
-from clusterinval.cli.output import err_console
+from clusterinval.cli.base import Command, Group
+from clusterinval.cli.output import err_console, out_console
 
-__all__ = ["app", "main"]
+__all__ = ["app", "installed_version", "main"]
 
 app = typer.Typer(
     name="clusterinval",
@@ -19,7 +22,22 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    cls=Group,
 )
+
+
+def installed_version() -> str:
+    """The installed clusterinval's version ("unknown" when run from a bare source tree)."""
+    try:
+        return package_version("clusterinval")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out_console.print(f"clusterinval {installed_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -27,6 +45,11 @@ def _root(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="Show library logs (-vv: debug).")
     ] = 0,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
 ) -> None:
     """Cache invalidation for Redis Cluster: exact keys and glob patterns on every primary."""
     # The command reports outcomes itself; library logs are opt-in so stderr stays readable.
@@ -36,12 +59,12 @@ def _root(
     logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
 
 
-app.command("invalidate")(invalidate_cmd.invalidate)
-app.command("count")(invalidate_cmd.count)
+app.command("invalidate", cls=Command)(invalidate_cmd.invalidate)
+app.command("count", cls=Command)(invalidate_cmd.count)
 app.add_typer(cluster_cmd.app, name="cluster")
-app.command("demo")(demo.demo)
-app.command("loadtest")(loadtest_cmd.loadtest)
-app.command("bench")(bench_cmd.bench)
+app.command("demo", cls=Command)(demo.demo)
+app.command("loadtest", cls=Command)(loadtest_cmd.loadtest)
+app.command("bench", cls=Command)(bench_cmd.bench)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ import sys
 from typing import Any, Final, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +25,7 @@ __all__ = [
     "out_console",
     "print_json",
     "print_result",
+    "print_table",
 ]
 
 EXIT_OK: Final = 0
@@ -35,6 +37,19 @@ EXIT_REFUSED: Final = 4
 # stdout carries results only (one JSON object with --json); every message goes to stderr.
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def print_table(table: RenderableType, console: Console | None = None) -> None:
+    """Print ``table``; a pipe or file gets the table's full width instead of 80 columns."""
+    target = console or out_console
+    if target.is_terminal:
+        target.print(table)
+        return
+    # Off a terminal rich assumes 80 columns and wraps cells mid-word; nobody reads the width of
+    # a file, so give the table the width its widest row needs.
+    needed = Measurement.get(target, target.options.update(width=10_000), table).maximum
+    wide = Console(file=target.file, width=max(needed, target.width), highlight=False)
+    wide.print(table)
 
 
 def print_json(data: dict[str, Any]) -> None:
@@ -65,7 +80,7 @@ def print_result(result: InvalidationResult, *, show_nodes: bool = True) -> None
         table = Table("pattern", "matched" if result.dry_run else "deleted", box=None)
         for pattern, figure in result.per_pattern:
             table.add_row(pattern, str(figure))
-        out_console.print(table)
+        print_table(table)
     if show_nodes and result.nodes:
         errors = any(n.error for n in result.nodes)
         table = Table(title="per primary", title_justify="left")
@@ -78,7 +93,7 @@ def print_result(result: InvalidationResult, *, show_nodes: bool = True) -> None
             cells = [n.node, str(n.deleted), str(n.matched), str(n.scanned), str(n.scan_calls),
                      str(n.unlink_calls), f"{n.duration_s:.3f}"]
             table.add_row(*cells, *([n.error or ""] if errors else []))
-        out_console.print(table)
+        print_table(table)
     if result.dry_run and result.sample:
         out_console.print("sample of matching keys:")
         for key in result.sample:

@@ -33,10 +33,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.cluster import RedisCluster
 
-from clusterinval.patterns import escape
-from clusterinval.slots import key_slot
+from clusterinval._core.glob import escape
+from clusterinval._core.slots import key_slot
+from clusterinval._io.redis_io import CONNECTION_OPTIONS
 from clusterinval.sync import SyncClusterInvalidator
-from clusterinval.topology import CONNECTION_OPTIONS
 
 __all__ = ["PickleSerializer", "RedisClusterCache", "close_connections"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
 from clusterinval.testing.fill import cluster_primaries, slot_owners
 
 __all__ = [

@@ -22,6 +22,7 @@ from clusterinval.errors import ClusterInvalError
 from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.loadtest.keyspace import Job, Keyspace
 from clusterinval.loadtest.report import LatencySummary
+from clusterinval.loadtest.timeline import Timeline
 from clusterinval.loadtest.traffic import TrafficTally, run_traffic
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 
@@ -90,6 +91,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     final_jobs: int = 0
     hard_cap_hit: bool = False
+    timeline: Timeline = field(default_factory=Timeline)
 
     @property
     def ok(self) -> bool:
@@ -150,7 +152,10 @@ class _LoadMetrics:
                               "Failed cache operations or invalidations in the load test.",
                               ["source"], registry=registry)
 
-    def on_op(self, phase: str, state: LoadState) -> Callable[[bool, float, bool], None]:
+    def on_op(
+        self, phase: str, state: LoadState, timeline: Timeline
+    ) -> Callable[[bool, float, bool], None]:
+        record = timeline.cache_op
         ops_get = self.ops.labels(phase, "get")
         ops_set = self.ops.labels(phase, "set")
         hist = self.latency.labels(phase)
@@ -158,6 +163,7 @@ class _LoadMetrics:
 
         def note(is_set: bool, latency: float, ok: bool) -> None:
             (ops_set if is_set else ops_get).inc()
+            record(is_set, latency, ok)
             state.cache_ops += 1
             if ok:
                 hist.observe(latency)
@@ -214,6 +220,7 @@ async def _phases(
     registry: CollectorRegistry,
 ) -> None:
     state.phase, state.phase_started = "fill", time.monotonic()
+    report.timeline.phase("fill")
     initial = space.all_keys()
     report.keys_filled = await anyio.to_thread.run_sync(fill_keys, url, initial)
     pick = _picker(space, config.set_ratio)
@@ -224,17 +231,19 @@ async def _phases(
     try:
         async with ClusterInvalidator.from_url(url, registry=registry, **inv_options) as inv:
             await client.initialize()
-            _enter(state, "baseline", config.baseline_s)
+            _enter(state, "baseline", config.baseline_s, report.timeline)
             await run_traffic(client, pick, rate=config.ops_per_second,
                               duration_s=config.baseline_s, workers=config.workers,
-                              on_op=metrics.on_op("baseline", state), tally=report.before)
-            _enter(state, "load", config.duration_s)
+                              on_op=metrics.on_op("baseline", state, report.timeline),
+                              tally=report.before)
+            _enter(state, "load", config.duration_s, report.timeline)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_invalidations, inv, client, space, config, report, state, metrics)
                 await run_traffic(client, pick, rate=config.ops_per_second,
                                   duration_s=config.duration_s, workers=config.workers,
-                                  on_op=metrics.on_op("load", state), tally=report.during)
-            _enter(state, "check", 0.0)
+                                  on_op=metrics.on_op("load", state, report.timeline),
+                                  tally=report.during)
+            _enter(state, "check", 0.0, report.timeline)
             removed = await _final_round(inv, space, report)
     finally:
         await client.aclose()
@@ -245,8 +254,9 @@ async def _phases(
     report.unexpected = sorted(present - expected - removed)
 
 
-def _enter(state: LoadState, phase: str, length: float) -> None:
+def _enter(state: LoadState, phase: str, length: float, timeline: Timeline) -> None:
     state.phase, state.phase_started, state.phase_length_s = phase, time.monotonic(), length
+    timeline.phase(phase)
 
 
 async def _invalidations(
@@ -286,14 +296,17 @@ async def _invalidations(
 
 async def _run_job(inv: ClusterInvalidator, job: Job, report: LoadReport) -> bool:
     t0 = time.perf_counter()
+    started = report.timeline.now()
     try:
         result = await inv.invalidate(keys=list(job.keys) or None,
                                       patterns=list(job.patterns) or None,
                                       operation_name=job.operation_name)
     except ClusterInvalError as exc:
+        report.timeline.invalidation(started, 0, False, job.kind)
         report.invalidations_failed += 1
         report.errors.append(f"{job.kind}: {exc}")
         return False
+    report.timeline.invalidation(started, result.deleted, True, job.kind)
     report.inv_latencies.append(time.perf_counter() - t0)
     report.invalidations += 1
     report.keys_deleted += result.deleted

@@ -106,7 +106,7 @@ async def _clusterinval(spec: dict[str, Any], plain: bool) -> tuple[Runner, Call
 
 
 async def _keys_del(spec: dict[str, Any]) -> tuple[Runner, Callable[[], Any]]:
-    from clusterinval.batching import group_by_slot
+    from clusterinval._core.batching import group_by_slot
     from clusterinval.testing.fill import cluster_primaries
 
     primaries = await anyio.to_thread.run_sync(cluster_primaries, spec["url"])
@@ -144,7 +144,7 @@ async def _del_per_slot(conn: Any, batches: list[tuple[int, list[bytes]]]) -> in
 
 async def _del_exact(conns: list[Any], primaries: list[tuple[str, int]], url: str,
                      keys: list[bytes]) -> int:
-    from clusterinval.batching import group_by_slot
+    from clusterinval._core.batching import group_by_slot
     from clusterinval.testing.fill import slot_owners
 
     owners = await anyio.to_thread.run_sync(slot_owners, url)

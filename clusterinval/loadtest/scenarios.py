@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
 
 __all__ = ["Scenario", "scenarios"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -12,12 +13,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
 
 __all__ = [
     "CMD_TIMEOUT_S",
+    "DEFAULT_SERVER",
+    "SERVER_ENV",
     "Deadline",
     "LocalClusterError",
     "NodeSpawner",
@@ -32,6 +35,9 @@ __all__ = [
 ]
 
 POLL_S = 0.02
+DEFAULT_SERVER = "redis-server"
+# Names the server binary every test cluster runs (the CI server matrix sets it).
+SERVER_ENV = "CLUSTERINVAL_REDIS_SERVER"
 CMD_TIMEOUT_S = 1.0
 SPAWN_ATTEMPTS = 4
 
@@ -45,13 +51,27 @@ class RedisServerNotFoundError(LocalClusterError):
 
 
 def resolve_binary(name: str) -> str:
-    """Return the full path of the redis-server binary, or say how to install it."""
+    """Return the full path of the server binary to run, or say how to install it.
+
+    The default name, ``redis-server``, is replaced by ``$CLUSTERINVAL_REDIS_SERVER`` when that is
+    set: a path (or a name on PATH) of any Redis 6.2+ or Valkey server build, so that every test
+    cluster, and the whole test suite, runs on that server.
+    """
+    override = os.environ.get(SERVER_ENV, "").strip()
+    if name == DEFAULT_SERVER and override:
+        path = shutil.which(override)
+        if path is None:
+            raise RedisServerNotFoundError(
+                f"{SERVER_ENV}={override!r} is not an executable server binary (a path, or a "
+                "name on PATH)"
+            )
+        return path
     path = shutil.which(name)
     if path is None:
         raise RedisServerNotFoundError(
             f"redis-server not found (looked for {name!r} on PATH). Install it with "
             "`sudo apt-get install redis-server` (Debian/Ubuntu; `brew install redis` on macOS), "
-            "or pass redis_server=/path/to/redis-server."
+            f"or pass redis_server=/path/to/redis-server, or set {SERVER_ENV}."
         )
     return path
 

@@ -11,8 +11,8 @@ from itertools import islice
 
 import redis
 
-from clusterinval.batching import group_by_slot
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.batching import group_by_slot
+from clusterinval._core.slots import SLOT_COUNT
 
 __all__ = ["cluster_primaries", "count_keys", "fill_keys", "scan_all_keys", "slot_owners"]
 

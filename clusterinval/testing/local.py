@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import redis
 
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._node import (
     Deadline,
     LocalClusterError,

@@ -19,12 +19,12 @@ pytest.importorskip("django")
 from django.core.cache import CacheKeyWarning, caches
 from django.core.cache.backends.base import BaseCache
 
+from clusterinval._core.slots import key_slot
 from clusterinval.contrib.django import (
     PickleSerializer,
     RedisClusterCache,
     close_connections,
 )
-from clusterinval.slots import key_slot
 from clusterinval.testing.fill import cluster_primaries
 
 KEY_ERRORS_WITH_MEMCACHED_MSG = (

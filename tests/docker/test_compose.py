@@ -14,7 +14,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 from clusterinval.testing.pytest_plugin import unavailable

@@ -10,7 +10,7 @@ import pytest
 import redis
 from docker.client import DockerClient
 
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing.container import (
     DEFAULT_IMAGE,

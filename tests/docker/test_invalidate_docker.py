@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationResult
-from clusterinval.slots import SLOT_COUNT, key_slot
+from clusterinval._core.slots import SLOT_COUNT, key_slot
 from clusterinval.testing.fill import count_keys, fill_keys, scan_all_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
+from clusterinval._core.glob import redis_glob_match
+from clusterinval._core.slots import hash_tag
 from clusterinval.errors import InvalidInputError
 from clusterinval.events import EVENTS_CHANNEL, InvalidationEvent, apply_event
-from clusterinval.patterns import redis_glob_match
-from clusterinval.slots import hash_tag
 
 
 class TestPayload:

@@ -20,6 +20,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterConnectionError, ClusterInvalidator, SyncClusterInvalidator
+from clusterinval._engine.topology import Topology
+from clusterinval._io.redis_io import RedisClusterIO
 from clusterinval.events import (
     CHANNEL_SLOT,
     EVENTS_CHANNEL,
@@ -31,7 +33,6 @@ from clusterinval.events import (
     subscribe,
 )
 from clusterinval.result import InvalidationResult
-from clusterinval.topology import Topology
 
 pytestmark = pytest.mark.anyio
 
@@ -112,9 +113,14 @@ class TestPublishedByRuns:
                     EVENTS_CHANNEL, 1]
 
 
+def _topology(url: str, **options: Any) -> Topology:
+    io, seeds = RedisClusterIO.from_url(url, **options)
+    return Topology(io, seeds, timeout_s=io.socket_timeout)
+
+
 class TestPublishEvent:
     async def test_incomplete_results_are_published_too(self, cluster_url: str) -> None:
-        topology = Topology.from_url(cluster_url)
+        topology = _topology(cluster_url)
         result = InvalidationResult(operation="partial", deleted=4, matched=4, scanned=9,
                                     complete=False, duration_s=0.1)
         try:
@@ -129,7 +135,7 @@ class TestPublishEvent:
             "partial", (b"a",), (b"b*",), 4, False)
 
     async def test_never_raises_and_logs_a_warning(self, caplog: pytest.LogCaptureFixture) -> None:
-        topology = Topology.from_url(f"redis://127.0.0.1:{_free_port()}",
+        topology = _topology(f"redis://127.0.0.1:{_free_port()}",
                                      socket_connect_timeout=0.5)
         result = InvalidationResult(operation="lost", deleted=0, matched=0, scanned=0,
                                     complete=True, duration_s=0.0)

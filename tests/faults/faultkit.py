@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import redis
 
-from clusterinval.figures import ProgressWatch
+from clusterinval._core.tally import ProgressWatch
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 from clusterinval.testing.local import LocalCluster
 

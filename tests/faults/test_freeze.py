@@ -11,7 +11,7 @@ from faultkit import ClusterFactory, check_outcome, fill, make_keyset, owned_slo
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationError
-from clusterinval.slots import SlotSet
+from clusterinval._core.slots import SlotSet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -81,7 +81,7 @@ async def test_adaptive_mode_slows_down_when_latency_is_over_target(cluster_url:
         with anyio.fail_after(60):
             slow = await inv.invalidate(patterns=[keys.pattern])
         slow_s = time.monotonic() - started
-        governor = inv._engine._governor  # type: ignore[union-attr]
+        governor = inv._engine.limits.governor  # type: ignore[union-attr]
         assert governor is not None and governor.slowed > 0
     assert fast.complete and slow.complete and slow.deleted == fast.deleted
     assert slow_s > fast_s + 0.5, (fast_s, slow_s)

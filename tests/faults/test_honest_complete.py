@@ -16,7 +16,7 @@ from faultkit import ClusterFactory, migrate_slots, until_deleted, wait_for
 from prometheus_client import CollectorRegistry
 
 from clusterinval import ClusterInvalidator, InvalidationError, InvalidationResult
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 from clusterinval.testing.local import LocalCluster
 

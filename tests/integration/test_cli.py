@@ -298,3 +298,117 @@ async def test_progress_display_path(cluster_url: str, client: redis.RedisCluste
     result = await _invalidate(cluster_url, None, ["bar:*"], "bar", False, False, {},
                                CollectorRegistry(), True)
     assert result.complete and result.deleted == 500
+
+
+@pytest.mark.usefixtures("home")
+class TestJsonEveryOutcome:
+    """With --json, stdout carries exactly one JSON object, whatever happens."""
+
+    def test_no_url_anywhere(self) -> None:
+        result = run("invalidate", "-p", "a:*", "--json")
+        assert result.exit_code == EXIT_BAD_INPUT
+        data = one_json(result)
+        assert data["exit_code"] == EXIT_BAD_INPUT and "--url" in data["error"]
+        assert "CLUSTERINVAL_URL" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["--bogus"], "--bogus"),
+            (["--timeout", "soon"], "--timeout"),
+            (["-p"], "-p"),
+        ],
+    )
+    def test_usage_errors(self, args: list[str], needle: str) -> None:
+        result = run("invalidate", "--json", *args)
+        assert result.exit_code == EXIT_BAD_INPUT
+        data = one_json(result)
+        assert data["exit_code"] == EXIT_BAD_INPUT and needle in data["error"]
+
+    def test_unreachable(self) -> None:
+        result = run("count", "--url", dead_url(), "-p", "a:*", "--json")
+        assert result.exit_code == EXIT_UNREACHABLE
+        assert one_json(result)["exit_code"] == EXIT_UNREACHABLE
+
+    def test_usage_error_without_json_leaves_stdout_empty(self) -> None:
+        result = run("invalidate", "--bogus")
+        assert result.exit_code == EXIT_BAD_INPUT
+        assert result.stdout == ""
+
+
+@pytest.mark.usefixtures("home")
+class TestInputInTheWordsOfTheFlags:
+    """Bad input is refused before any connection, in terms of the command line."""
+
+    @pytest.mark.parametrize(
+        ("args", "wanted", "unwanted"),
+        [
+            (["-p", "*"], ["--pattern '*'", "--allow-match-all"], ["allow_match_all=True", "b'*'"]),
+            ([], ["--key", "--pattern"], ["keys=[", "patterns=["]),
+            (["-p", "user:\\"], ["--pattern 'user:\\'"], ["'user:\\\\'", "b'"]),
+            (["-p", "a[b"], ["--pattern 'a[b'", "'['"], ["b'a[b'", "in pattern"]),
+            (["-p", "x:*", "-o", "user 42"], ["--operation 'user 42'"], []),
+            (["-k", ""], ["--key ''"], []),
+        ],
+    )
+    def test_refused_before_connecting(
+        self, args: list[str], wanted: list[str], unwanted: list[str]
+    ) -> None:
+        # Nothing listens at dead_url(): an attempted connection would exit 3.
+        result = run("invalidate", "--url", dead_url(), *args)
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        for text in wanted:
+            assert text in result.stderr, result.stderr
+        for text in unwanted:
+            assert text not in result.stderr, result.stderr
+        assert "unreachable" not in result.stderr
+
+    def test_bad_input_beats_a_missing_url(self) -> None:
+        result = run("invalidate", "-p", "*")
+        assert result.exit_code == EXIT_BAD_INPUT
+        assert "--allow-match-all" in result.stderr
+
+    @pytest.mark.parametrize("url", ["http://h:1", "redis://", "redis://h:notaport"])
+    def test_bad_url(self, url: str) -> None:
+        result = run("invalidate", "--url", url, "-p", "a:*", "--json")
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        assert "--url" in one_json(result)["error"]
+
+    def test_bad_url_password_masked(self) -> None:
+        result = run("invalidate", "--url", "http://me:hunter2@h:1", "-p", "a:*")
+        assert result.exit_code == EXIT_BAD_INPUT
+        assert "hunter2" not in result.output
+
+
+class TestHelpAndVersion:
+    def test_version(self) -> None:
+        from importlib.metadata import version
+
+        result = run("--version")
+        assert result.exit_code == EXIT_OK
+        assert result.stdout.strip() == f"clusterinval {version('clusterinval')}"
+
+    @pytest.mark.parametrize("command", [[], ["invalidate"], ["count"], ["loadtest"], ["bench"],
+                                         ["demo"], ["cluster", "up"]])
+    def test_flags_show_no_type(self, command: list[str]) -> None:
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == EXIT_OK
+        assert "--help" in result.stdout
+        assert "<bool>" not in result.stdout
+
+
+@pytest.mark.usefixtures("home")
+def test_tables_do_not_wrap_in_a_pipe(cluster_url: str, client: redis.RedisCluster) -> None:
+    # A pattern longer than 80 columns stays on one line of the table when stdout is a pipe.
+    long_pattern = "catalog:models:search:" + "very-long-query-" * 5 + "*"
+    fill(client, [long_pattern[:-1] + "1"])
+    env = {**os.environ, "COLUMNS": ""}
+    env.pop("COLUMNS")
+    proc = subprocess.run(
+        [sys.executable, "-m", "clusterinval.cli.main", "invalidate", "--url", cluster_url,
+         "-p", long_pattern, "-p", "other:*"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert any(long_pattern in line for line in proc.stdout.splitlines()), proc.stdout
+    assert all(len(line) > 80 for line in proc.stdout.splitlines() if long_pattern in line)

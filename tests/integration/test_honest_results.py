@@ -15,7 +15,7 @@ from clusterinval import (
     InvalidationResult,
     SyncClusterInvalidator,
 )
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 
 pytestmark = pytest.mark.anyio
@@ -172,13 +172,21 @@ class TestDryRunCounts:
         assert scan_all_keys(cluster_url) == {b"q:4:z"}
 
 
-async def test_deadline_on_a_pattern_reports_slots_not_done(cluster_url: str) -> None:
+@pytest.mark.parametrize(
+    ("pattern", "server_scripts"),
+    [("dl:*", True), ("d?:*", True), ("dl:*", False)],
+    ids=["slot-walk", "server-scan-step", "plain-pipeline"],
+)
+async def test_deadline_on_a_pattern_reports_slots_not_done(
+    cluster_url: str, pattern: str, server_scripts: bool
+) -> None:
     keys = [f"dl:{i}".encode() for i in range(30_000)]
     fill_keys(cluster_url, keys)
     async with ClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry(),
-                                           keys_per_second=10_000, timeout_s=0.5) as inv:
+                                           keys_per_second=10_000, timeout_s=0.5,
+                                           server_scripts=server_scripts) as inv:
         with pytest.raises(InvalidationError) as err, anyio.fail_after(30):
-            await inv.invalidate(patterns=["dl:*"])
+            await inv.invalidate(patterns=[pattern])
     result = err.value.result
     left = scan_all_keys(cluster_url) & set(keys)
     assert left and not result.complete

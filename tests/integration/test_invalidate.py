@@ -17,8 +17,8 @@ from clusterinval import (
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.patterns import compile_pattern
-from clusterinval.slots import SLOT_COUNT, key_slot
+from clusterinval._core.glob import compile_pattern
+from clusterinval._core.slots import SLOT_COUNT, key_slot
 from clusterinval.testing.fill import cluster_primaries, count_keys, fill_keys, scan_all_keys
 
 pytestmark = pytest.mark.anyio
@@ -303,8 +303,8 @@ class TestServerPaths:
     ) -> None:
         # Small budget and segments of two calls: each node's walk is cut into many separately
         # timed units, each resuming where the last stopped; nothing may be skipped or repeated.
-        monkeypatch.setattr("clusterinval.slotwalk._WALK_SEGMENT", 2)
-        monkeypatch.setattr("clusterinval.slotwalk.WALK_BUDGET", 100)
+        monkeypatch.setattr("clusterinval._engine.slotwalk._WALK_SEGMENT", 2)
+        monkeypatch.setattr("clusterinval._engine.slotwalk.WALK_BUDGET", 100)
         doomed = [f"seg:{i}".encode() for i in range(6000)]
         keep = [f"segx{i}".encode() for i in range(2000)]
         fill_keys(cluster_url, doomed + keep)

@@ -1,4 +1,4 @@
-"""clusterinval.patterns against a real redis-server: for generated patterns and keys, the keys
+"""clusterinval._core.glob against a real redis-server: for generated patterns and keys, the keys
 Redis reports for ``SCAN ... MATCH`` / ``KEYS`` are exactly the keys the library says match."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from clusterinval._core.glob import compile_pattern, escape, redis_glob_match
 from clusterinval.errors import InvalidPatternError
-from clusterinval.patterns import compile_pattern, escape, redis_glob_match
 
 # Bytes with a meaning in globs or hash tags, plus newline, NUL and both sides of 0x80.
 KEY_BYTES = list(b"ab*?[]^-\\{}\n\x00\xff\x80")

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Connection, Redis
 from redis.exceptions import ResponseError
 
-from clusterinval.wire import pack, send_many
+from clusterinval._io.resp import pack, send_many
 
 pytestmark = pytest.mark.anyio
 

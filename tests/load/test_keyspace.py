@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from clusterinval._core.glob import redis_glob_match
 from clusterinval.loadtest.keyspace import Keyspace
-from clusterinval.patterns import redis_glob_match
 
 
 def _matched(job_keys: tuple[str, ...], patterns: tuple[str, ...], universe: list[str]) -> set[str]:

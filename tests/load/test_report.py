@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from clusterinval._core.glob import redis_glob_match
 from clusterinval.loadtest.bench import BenchConfig
 from clusterinval.loadtest.report import LatencySummary, percentile
 from clusterinval.loadtest.scenarios import scenarios
-from clusterinval.patterns import redis_glob_match
 
 
 class TestPercentile:

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from clusterinval.slots import SLOT_COUNT
+from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 
 HOST = "127.0.0.1"

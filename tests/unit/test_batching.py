@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterinval.batching import SlotBatcher, group_by_slot
-from clusterinval.slots import key_slot
+from clusterinval._core.batching import SlotBatcher, group_by_slot
+from clusterinval._core.slots import key_slot
 
 keys_strategy = st.lists(st.binary(min_size=1, max_size=12), max_size=400)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from clusterinval.coverage import Coverage
-from clusterinval.slots import SLOT_COUNT, SlotSet
-from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership
+from clusterinval._core.coverage import Coverage
+from clusterinval._core.slots import SLOT_COUNT, SlotSet
+from clusterinval._core.values import ClusterView, NodeAddr, NodeOwnership
 
 A, B = NodeAddr("h", 1), NodeAddr("h", 2)
 

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from clusterinval._core.glob import MAX_PATTERN_BYTES, MAX_STARS, compile_pattern, redis_glob_match
+from clusterinval._core.planning import Plan, make_plan, to_bytes_key, validate_operation_name
+from clusterinval._core.slots import key_slot
 from clusterinval.errors import (
     InvalidInputError,
     InvalidKeyError,
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.patterns import MAX_PATTERN_BYTES, MAX_STARS, compile_pattern, redis_glob_match
-from clusterinval.planner import Plan, make_plan, to_bytes_key, validate_operation_name
-from clusterinval.slots import key_slot
 
 # Bytes that mean something to a glob, a hash tag or a terminal, and a few plain ones.
 GLOB_ALPHABET = b"ab:*?[]^-\\{}\x00\xff\n "

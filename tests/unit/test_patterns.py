@@ -1,4 +1,4 @@
-"""Redis glob semantics (clusterinval.patterns), checked case by case and by property.
+"""Redis glob semantics (clusterinval._core.glob), checked case by case and by property.
 
 The expected answers of the hand-picked cases were taken from a real Redis 7.0.15 on x86-64
 (``KEYS pattern``); tests/integration/test_patterns_vs_redis.py re-checks generated ones live.
@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from clusterinval.errors import InvalidInputError, InvalidPatternError
-from clusterinval.patterns import (
+from clusterinval._core.glob import (
     MAX_PATTERN_BYTES,
     MAX_STARS,
     Glob,
@@ -24,7 +23,8 @@ from clusterinval.patterns import (
     subsumes,
     validate_pattern,
 )
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
+from clusterinval.errors import InvalidInputError, InvalidPatternError
 
 # --- strategies -------------------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from clusterinval._core.planning import make_plan, to_bytes_key, validate_operation_name
+from clusterinval._core.slots import SLOT_COUNT, key_slot
 from clusterinval.errors import (
     InvalidInputError,
     InvalidKeyError,
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.planner import make_plan, to_bytes_key, validate_operation_name
-from clusterinval.slots import SLOT_COUNT, key_slot
 
 
 class TestShortcuts:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clusterinval import ClusterInvalidator, InvalidInputError, InvalidPatternError
-from clusterinval.planner import MAX_PATTERNS_PER_CALL, make_plan
+from clusterinval._core.planning import MAX_PATTERNS_PER_CALL, make_plan
 
 # Nothing listens there: every test below must fail before a connection is tried.
 _NOWHERE = "redis://127.0.0.1:1"

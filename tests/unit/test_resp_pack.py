@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterinval.wire import pack
+from clusterinval._io.resp import pack
 
 
 def reference(*args: bytes | int | str) -> bytes:

@@ -23,10 +23,10 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from clusterinval._engine.ratelimit import KeyRateLimiter, LatencyGovernor
+from clusterinval._engine.retry import Backoff, classify, is_transient
 from clusterinval.errors import InvalidInputError
 from clusterinval.options import InvalidatorOptions
-from clusterinval.ratelimit import KeyRateLimiter, LatencyGovernor
-from clusterinval.retry import Backoff, classify, is_transient
 
 TRANSIENT = [
     (RedisConnectionError("Connection reset by peer"), "connection"),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from clusterinval._core.glob import compile_pattern
 from clusterinval.errors import InvalidInputError
-from clusterinval.patterns import compile_pattern
 from clusterinval.rules import BUILTIN_RULES, Rendered, Rule, RuleSet, Templates, render_rule
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterinval.slots import SLOT_COUNT, SlotSet, hash_tag, key_slot
+from clusterinval._core.slots import SLOT_COUNT, SlotSet, hash_tag, key_slot
 
 
 class TestKeySlot:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from clusterinval.topology import NodeAddr, _parse_cluster_slots, parse_myself_line
+from clusterinval._core.cluster_text import parse_cluster_slots, parse_myself_line
+from clusterinval._core.values import NodeAddr
 
 NODES = """\
 a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [5461->-b2] [7000-<-c3]
@@ -29,7 +30,7 @@ def test_raw_cluster_slots() -> None:
         [0, 8191, [b"127.0.0.1", 7000, b"id1"], [b"127.0.0.1", 7003, b"id4"]],
         [8192, 16383, [b"", 7001, b"id2"]],
     ]
-    view = _parse_cluster_slots(reply, NodeAddr("10.9.9.9", 7001))
+    view = parse_cluster_slots(reply, NodeAddr("10.9.9.9", 7001))
     assert view is not None
     assert view.owner(0) == NodeAddr("127.0.0.1", 7000)
     assert view.owner(16383) == NodeAddr("10.9.9.9", 7001)  # empty host: the node we asked
@@ -39,9 +40,9 @@ def test_raw_cluster_slots() -> None:
 
 
 def test_partial_cluster_slots_leaves_unowned() -> None:
-    view = _parse_cluster_slots([[0, 99, [b"h", 1, b"x"]]], NodeAddr("h", 1))
+    view = parse_cluster_slots([[0, 99, [b"h", 1, b"x"]]], NodeAddr("h", 1))
     assert view is not None and len(view.unowned()) == 16384 - 100
 
 
 def test_empty_reply_means_ask_another_node() -> None:
-    assert _parse_cluster_slots([], NodeAddr("h", 1)) is None
+    assert parse_cluster_slots([], NodeAddr("h", 1)) is None

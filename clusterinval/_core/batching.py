@@ -11,7 +11,7 @@ from binascii import crc_hqx
 from collections.abc import Iterable
 from itertools import repeat
 
-from clusterinval.slots import key_slot
+from clusterinval._core.slots import key_slot
 
 __all__ = ["SlotBatch", "SlotBatcher", "group_by_slot"]
 

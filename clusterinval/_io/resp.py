@@ -15,7 +15,7 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Commands", "pack", "send_many"]
+__all__ = ["Commands", "pack", "read_reply", "read_settled", "send_many"]
 
 Arg = bytes | int | str
 
@@ -95,7 +95,7 @@ async def send_many(
         await conn.send_packed_command(b"".join([commands[i] for i in range(sent)]),
                                        check_health=False)
         for _ in range(total):
-            reply = await _read(conn)
+            reply = await read_reply(conn)
             if on_reply is not None:
                 on_reply(len(replies), reply)
             replies.append(reply)
@@ -121,7 +121,7 @@ async def send_many(
         await pool.release(conn)
 
 
-async def _read(conn: Any) -> Any:
+async def read_reply(conn: Any) -> Any:
     """One reply, or the ResponseError it was (fully read: the next reply follows)."""
     try:
         # disconnect_on_error=False: the parser keeps a reply cut short by cancellation, so
@@ -131,13 +131,24 @@ async def _read(conn: Any) -> Any:
         return exc
 
 
+async def read_settled(conn: Any, on_late: Callable[[Any], None]) -> Any:
+    """One reply; when cancelled while waiting for it, the reply is still read (briefly,
+    shielded) and handed to ``on_late`` before the cancellation goes on: the node ran the
+    command, and what it did should be counted."""
+    try:
+        return await read_reply(conn)
+    except anyio.get_cancelled_exc_class():
+        await _drain(conn, 1, [], lambda _index, reply: on_late(reply))
+        raise
+
+
 async def _drain(conn: Any, unread: int, replies: list[Any],
                  on_reply: Callable[[int, Any], None]) -> bool:
     """Read ``unread`` replies still in flight; True when all came in time."""
     with anyio.move_on_after(_DRAIN_S, shield=True):
         try:
             for _ in range(unread):
-                reply = await _read(conn)
+                reply = await read_reply(conn)
                 on_reply(len(replies), reply)
                 replies.append(reply)
         except Exception:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
+from clusterinval._core.slots import key_slot
 from clusterinval.errors import InvalidPatternError
-from clusterinval.slots import key_slot
 
 __all__ = [
     "MAX_PATTERN_BYTES",

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clusterinval.slots import SlotSet
-from clusterinval.topology import ClusterView, NodeAddr, NodeOwnership
+from clusterinval._core.slots import SlotSet
+from clusterinval._core.values import ClusterView, NodeAddr, NodeOwnership
 
 __all__ = ["Coverage", "Job"]
 

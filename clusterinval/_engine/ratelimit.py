@@ -1,10 +1,10 @@
-"""A keys-per-second budget shared by the tasks of a run (token bucket)."""
+"""Key budgets (token buckets) and adaptive pacing, shared by every run of one engine."""
 
 from __future__ import annotations
 
 import anyio
 
-__all__ = ["KeyRateLimiter", "LatencyGovernor"]
+__all__ = ["KeyRateLimiter", "LatencyGovernor", "Limits"]
 
 
 class KeyRateLimiter:
@@ -74,3 +74,43 @@ class LatencyGovernor:
         pause = self._pause.get(node, 0.0)
         if pause > 0:
             await anyio.sleep(pause)  # pacing, not synchronisation
+
+
+class Limits:
+    """The whole-run and per-node key budgets and the adaptive pacing, in one place."""
+
+    def __init__(self, keys_per_second: float | None, node_keys_per_second: float | None,
+                 adaptive_latency_ms: float | None) -> None:
+        self.keys_per_second = keys_per_second
+        self.node_keys_per_second = node_keys_per_second
+        self.run = KeyRateLimiter(keys_per_second)
+        self._nodes: dict[object, KeyRateLimiter] = {}
+        self.governor = LatencyGovernor(adaptive_latency_ms) if adaptive_latency_ms else None
+
+    def node(self, node: object) -> KeyRateLimiter:
+        """The per-node budget of ``node``, shared by every run and path."""
+        lim = self._nodes.get(node)
+        if lim is None:
+            lim = self._nodes[node] = KeyRateLimiter(self.node_keys_per_second)
+        return lim
+
+    async def acquire(self, node: object, n: int) -> None:
+        """Wait until ``n`` keys may go to ``node`` under both budgets."""
+        await self.run.acquire(n)
+        await self.node(node).acquire(n)
+
+    def node_rate(self, primaries: int) -> float | None:
+        """Keys per second one node may delete (None: unlimited); primaries share the run's."""
+        rate = self.keys_per_second
+        if rate is not None and primaries:
+            rate /= primaries
+        node_rate = self.node_keys_per_second
+        if node_rate is not None:
+            rate = node_rate if rate is None else min(rate, node_rate)
+        return rate
+
+    @property
+    def paced(self) -> bool:
+        """True when calls must be paid for or paced one by one (a budget or adaptive mode)."""
+        return (self.keys_per_second is not None or self.node_keys_per_second is not None
+                or self.governor is not None)

@@ -16,16 +16,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from clusterinval._core.glob import Glob, common_literal_prefix, compile_pattern, escape, subsumes
+from clusterinval._core.slots import SLOT_COUNT, SlotSet
 from clusterinval.errors import (
     InvalidInputError,
     InvalidKeyError,
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.patterns import Glob, common_literal_prefix, compile_pattern, escape, subsumes
-from clusterinval.slots import SLOT_COUNT, SlotSet
 
-__all__ = ["Plan", "ScanPass", "make_plan", "to_bytes_key", "validate_operation_name"]
+__all__ = [
+    "MAX_PATTERNS_PER_CALL", "Plan", "ScanPass", "is_short_identifier", "make_plan",
+    "to_bytes_key", "validate_operation_name",
+]
 
 # Patterns one call may carry: each is matched against every scanned key of its pass.
 MAX_PATTERNS_PER_CALL = 10_000
@@ -82,9 +85,14 @@ class Plan:
         return out
 
 
+def is_short_identifier(name: object) -> bool:
+    """True for a short identifier usable as a metric label value."""
+    return isinstance(name, str) and _OPERATION_NAME.fullmatch(name) is not None
+
+
 def validate_operation_name(name: object) -> str:
     """``name`` if it is a short identifier usable as a metric label, else a clear error."""
-    if not isinstance(name, str) or not _OPERATION_NAME.fullmatch(name):
+    if not isinstance(name, str) or not is_short_identifier(name):
         raise InvalidOperationNameError(
             f"operation_name must be a short identifier (letters, digits, _ . : -, starting with a "
             f"letter or _, at most 64 characters), got {name!r}; put ids in keys, not in the name"

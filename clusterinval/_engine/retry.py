@@ -1,11 +1,14 @@
-"""Which errors are worth retrying, and how long to wait between tries."""
+"""The one retry policy of a run: which errors are worth another try, how many tries, how long
+to wait between them, and which replies are refusals (never retried)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TypeVar
 
+import anyio
 from redis.exceptions import (
     AskError,
     AuthenticationError,
@@ -22,12 +25,15 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Backoff", "ErrorKind", "classify", "describe", "is_transient", "leading_error"]
+from clusterinval._core.values import ErrorKind, NodeAddr
+from clusterinval.errors import ClusterPermissionError
 
-ErrorKind = Literal[
-    "connection", "timeout", "permission", "redirect", "tryagain", "clusterdown",
-    "loading", "crossslot", "input", "other",
+__all__ = [
+    "Backoff", "RetryPolicy", "classify", "describe", "is_transient", "leading_error", "refusal",
 ]
+
+T = TypeVar("T")
+
 
 
 def classify(exc: BaseException) -> ErrorKind:
@@ -101,3 +107,56 @@ def leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+def refusal(node: NodeAddr, exc: BaseException, what: str) -> ClusterPermissionError | None:
+    """The typed error for a reply that refuses us (ACL, auth), or None for any other error."""
+    if classify(exc) != "permission":
+        return None
+    return ClusterPermissionError(
+        f"{node.name} refused {what}: {describe(exc)}; check the ACL user's key patterns and "
+        "command permissions",
+        node.name,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a run retries: one node command, a delete batch, a round of scan passes.
+
+    ``command_attempts`` tries of one node command (a SCAN, an ownership reading, a step) before
+    its pass ends early; ``attempts`` tries of a delete batch, and rounds in a row in which no
+    node answers, before the run gives up on them.
+    """
+
+    attempts: int
+    backoff: Backoff
+    command_attempts: int = 3
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try number ``attempt`` (1-based) is repeated."""
+        return self.backoff.delay(attempt)
+
+    async def call(
+        self,
+        node: NodeAddr,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        timeout_s: float,
+        what: str,
+        on_retry: Callable[[BaseException], None],
+    ) -> T:
+        """``fn()`` under ``timeout_s``, tried again after transient errors; refusals raised."""
+        for attempt in range(1, self.command_attempts + 1):
+            try:
+                with anyio.fail_after(timeout_s):
+                    return await fn()
+            except (RedisError, OSError, TimeoutError) as exc:
+                refused = refusal(node, exc, what)
+                if refused is not None:
+                    raise refused from None
+                if not is_transient(exc) or attempt == self.command_attempts:
+                    raise
+                on_retry(exc)
+                await anyio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")

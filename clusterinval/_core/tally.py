@@ -1,0 +1,120 @@
+"""What a run counts, kept once: per-node tallies from which totals, live progress and the final
+result are all derived (so the nodes always add up to the totals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clusterinval._core.slots import SlotSet
+from clusterinval._core.values import ErrorKind, NodeAddr
+
+__all__ = ["NodeTally", "Progress", "ProgressWatch", "RunTally"]
+
+
+@dataclass(slots=True)
+class NodeTally:
+    """What one node did during a run (deletions and matches counted where they happened)."""
+
+    deleted: int = 0
+    matched: int = 0
+    scanned: int = 0
+    scan_calls: int = 0
+    unlink_calls: int = 0
+    busy_s: float = 0.0  # wall time of this node's scan passes
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A live reading of a run, for progress displays."""
+
+    covered_slots: int
+    slots_to_cover: int
+    matched: int
+    deleted: int
+    scan_calls: int
+    scanned: int = 0
+
+
+class RunTally:
+    """Everything one run counts; updated as replies arrive, read by results and displays."""
+
+    def __init__(self, patterns: int = 0) -> None:
+        self.nodes: dict[NodeAddr, NodeTally] = {}
+        self.per_pattern = [0] * patterns
+        self.exact_deleted = 0
+        self.sample: list[bytes] = []
+        self.errors: list[tuple[str, ErrorKind]] = []
+        self.messages: list[str] = []
+        self.uncovered = SlotSet()
+        self.timed_out = False
+        self.slots_to_cover = 0
+        self.covered = 0
+
+    def node(self, addr: NodeAddr) -> NodeTally:
+        """The tally of ``addr`` (created on first use)."""
+        found = self.nodes.get(addr)
+        if found is None:
+            found = self.nodes[addr] = NodeTally()
+        return found
+
+    @property
+    def deleted(self) -> int:
+        """Keys the nodes confirmed removed."""
+        return sum(n.deleted for n in self.nodes.values())
+
+    @property
+    def matched(self) -> int:
+        """Keys found to match."""
+        return sum(n.matched for n in self.nodes.values())
+
+    @property
+    def scanned(self) -> int:
+        """Keys the scans examined."""
+        return sum(n.scanned for n in self.nodes.values())
+
+    @property
+    def complete(self) -> bool:
+        """Every slot covered and every exact key confirmed."""
+        return len(self.uncovered) == 0
+
+    def error(self, node: NodeAddr, kind: ErrorKind) -> None:
+        """Note one error met on ``node`` (retried or not)."""
+        self.errors.append((node.name, kind))
+
+    def add_sample(self, keys: list[bytes], limit: int) -> None:
+        """Keep up to ``limit`` distinct keys as the run's sample."""
+        sample = self.sample
+        if len(sample) >= limit:
+            return
+        seen = set(sample)
+        for k in keys:
+            if k not in seen:
+                seen.add(k)
+                sample.append(k)
+                if len(sample) >= limit:
+                    return
+
+    def progress(self) -> Progress:
+        """The current reading."""
+        nodes = self.nodes.values()
+        return Progress(self.covered, self.slots_to_cover, sum(n.matched for n in nodes),
+                        sum(n.deleted for n in nodes), sum(n.scan_calls for n in nodes),
+                        sum(n.scanned for n in nodes))
+
+
+class ProgressWatch:
+    """A live view of a run's tally, for progress displays (pass it as ``progress=``)."""
+
+    def __init__(self) -> None:
+        self._tally: RunTally | None = None
+
+    def follow(self, tally: RunTally) -> None:
+        """Show ``tally`` from now on (the run does this when it starts)."""
+        self._tally = tally
+
+    def snapshot(self) -> Progress:
+        """The current reading (all zero before the run starts)."""
+        if self._tally is None:
+            return Progress(0, 0, 0, 0, 0)
+        return self._tally.progress()

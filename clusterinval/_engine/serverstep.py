@@ -1,0 +1,78 @@
+"""The server-side SCAN step: one short script call runs a SCAN step and unlinks what it found, so
+no key crosses the network (one pattern, not a dry run, scripts allowed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+from clusterinval._core.batching import group_by_slot
+from clusterinval._core.planning import ScanPass
+from clusterinval._core.values import NodeAddr, ScanStep
+from clusterinval._engine.context import RunContext
+
+__all__ = ["RATED_CALLS_PER_S", "RATED_MIN_KEYS", "ServerScan", "settle_step"]
+
+# Under a rate limit, server-side steps are sized for about this many calls a second per node,
+# and never fewer keys per call than the minimum (each call has a fixed cost).
+RATED_CALLS_PER_S = 200
+RATED_MIN_KEYS = 20
+
+
+def count_step(ctx: RunContext, node: NodeAddr, origins: Sequence[int],
+               per_origin: Sequence[int], deleted: int) -> None:
+    """Add one server-side step's matches (per pattern) and deletions to the run's tally."""
+    tally = ctx.tally.node(node)
+    tally.scan_calls += 1
+    tally.unlink_calls += 1
+    tally.matched += sum(per_origin)
+    tally.deleted += deleted
+    per_pattern = ctx.tally.per_pattern
+    for origin, n in zip(origins, per_origin, strict=True):
+        per_pattern[origin] += n
+
+
+async def settle_step(ctx: RunContext, node: NodeAddr, matched: int, left: list[bytes]) -> None:
+    """Delete what a server-side step left behind, and pay for its keys in the rate budgets."""
+    if left:
+        await ctx.delete(group_by_slot(left, ctx.options.unlink_batch))
+    # Deleted server-side, so the unlinker's budgets never saw these keys.
+    await ctx.limits.acquire(node, matched)
+
+
+class ServerScan:
+    """Serves a one-pattern pass on one node with server-side SCAN steps."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    async def serve(self, node: NodeAddr, scan_pass: ScanPass) -> None:
+        """SCAN the node to the end, each step deleting its matches where they are."""
+        ctx = self._ctx
+        io = ctx.topology.node(node)
+        options = ctx.options
+        cursor = 0
+        dense, sparse = options.server_scan_count, max(options.scan_count,
+                                                      options.server_scan_count)
+        rate = ctx.node_rate()
+        if rate is not None:
+            # As for the slot walk: short steps under a rate limit.
+            dense = sparse = max(RATED_MIN_KEYS, min(dense, int(rate / RATED_CALLS_PER_S)))
+        count = dense
+        match = scan_pass.match
+
+        def late(step: ScanStep) -> None:
+            # A step the deadline cut short after the node ran it: count what it did.
+            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted)
+
+        while True:
+            step = await ctx.call(node, partial(io.scan_step, cursor, match, count,
+                                                on_late=late), "the SCAN step")
+            cursor = step.cursor
+            # A step's cost is mostly its deletions: where matches are sparse, a step may walk
+            # further (scan_count) for the same work; where they are dense, it walks less.
+            count = sparse if step.matched * 4 < dense else dense
+            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted)
+            await settle_step(ctx, node, step.matched, step.left)
+            if cursor == 0:
+                return

@@ -1,0 +1,210 @@
+"""The server-side steps, in Lua, and how their calls are packed and their replies read.
+
+Each step declares ``allow-cross-slot-keys`` (Redis/Valkey 7.0+), so one call may handle keys of
+several slots served by the node, while every ``UNLINK`` inside stays single-slot. Keys are
+passed as ARGV: a key whose slot is not (or no longer) served by the node makes its ``UNLINK``
+fail inside ``pcall``, and the caller sends it through the redirect-following path instead. Each
+call's work is bounded, so a step never holds a node for long. Availability is detected per node
+with ``SCRIPT LOAD`` (refused by old servers and by ACLs without scripting), never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from clusterinval._core.values import SlotBatch, SlotWalkStep
+from clusterinval._io.protocol import ScriptName
+
+__all__ = ["SCRIPTS", "SCRIPT_MAX_KEYS", "batch_argv", "batch_offsets", "split_calls",
+           "walk_step"]
+
+# ARGV is "<n> key1 .. keyn" per slot batch. The 1-based index of each failed batch's count comes
+# back so the caller can retry exactly those batches.
+_UNLINK_BATCHES = b"""#!lua flags=allow-cross-slot-keys
+local deleted = 0
+local failed = {}
+local i = 1
+local n = #ARGV
+while i <= n do
+  local count = tonumber(ARGV[i])
+  local reply = redis.pcall('UNLINK', unpack(ARGV, i + 1, i + count))
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = i
+  end
+  i = i + count + 1
+end
+return {deleted, failed}
+"""
+
+# One SCAN step and the deletion of what it found: no key crosses the network. The work per call
+# is bounded by SCAN's COUNT, like a plain SCAN.
+_SCAN_STEP = b"""#!lua flags=allow-cross-slot-keys
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys = r[2]
+local deleted = 0
+local failed = {}
+for i = 1, #keys do
+  local reply = redis.pcall('UNLINK', keys[i])
+  if type(reply) == 'number' then
+    deleted = deleted + reply
+  else
+    failed[#failed + 1] = keys[i]
+  end
+end
+return {r[1], #keys, deleted, failed}
+"""
+
+# Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
+# GETKEYSINSLOT), keeping the keys that start with one of the prefixes ARGV[6..], and unlinking
+# them with one UNLINK per slot (a single slot: never cross-slot). It stops once it has read
+# ARGV[1] keys and says where to resume. A slot holding more than ARGV[2] keys is not read (one
+# GETKEYSINSLOT of it would hold the node too long): it is reported, and the caller scans that
+# node instead. The prefix test is exact for patterns that are a literal prefix followed by '*';
+# a key is counted under the first prefix it starts with. The empty key matches only when
+# ARGV[5] is 1 (Redis reports it for the pattern "*" alone).
+#
+# Before reading, the call takes what the node itself says it serves (the "myself" line of
+# CLUSTER NODES). A slot is read only when the node owns it and is neither migrating nor
+# importing it; the others are returned as unproven and never counted as covered. Reading the
+# ownership and the slot in one script makes the check atomic: a slot read here was read whole.
+_SLOT_WALK = b"""#!lua flags=allow-cross-slot-keys
+local budget = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local s = tonumber(ARGV[3])
+local hi = tonumber(ARGV[4])
+local empty_ok = ARGV[5] == '1'
+local prefixes, lens, per = {}, {}, {}
+for p = 6, #ARGV do
+  prefixes[#prefixes + 1] = ARGV[p]
+  lens[#lens + 1] = #ARGV[p]
+  per[#per + 1] = 0
+end
+local np = #prefixes
+local own_lo, own_hi, moving = {}, {}, {}
+for line in string.gmatch(redis.call('CLUSTER', 'NODES'), '[^\\n]+') do
+  if string.find(line, 'myself', 1, true) then
+    local f = {}
+    for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
+    if f[3] and string.find(',' .. f[3] .. ',', ',myself,', 1, true) then
+      for i = 9, #f do
+        local t = f[i]
+        if string.sub(t, 1, 1) == '[' then
+          moving[tonumber(string.match(t, '^%[(%d+)'))] = true
+        else
+          local a, b = string.match(t, '^(%d+)-(%d+)$')
+          if a == nil then a = t; b = t end
+          own_lo[#own_lo + 1] = tonumber(a)
+          own_hi[#own_hi + 1] = tonumber(b)
+        end
+      end
+      break
+    end
+  end
+end
+local function settled(slot)
+  if moving[slot] then return false end
+  for i = 1, #own_lo do
+    if slot >= own_lo[i] and slot <= own_hi[i] then return true end
+  end
+  return false
+end
+local examined, matched, deleted = 0, 0, 0
+local big, failed, unproven = {}, {}, {}
+while s <= hi do
+  if examined >= budget then break end
+  if not settled(s) then
+    unproven[#unproven + 1] = s
+  else
+    local n = redis.call('CLUSTER', 'COUNTKEYSINSLOT', s)
+    if n > cap then
+      big[#big + 1] = s
+    elseif n > 0 then
+      local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', s, n)
+      examined = examined + #keys
+      local hit = {}
+      for j = 1, #keys do
+        local k = keys[j]
+        if #k > 0 or empty_ok then
+          for p = 1, np do
+            if string.sub(k, 1, lens[p]) == prefixes[p] then
+              hit[#hit + 1] = k
+              per[p] = per[p] + 1
+              break
+            end
+          end
+        end
+      end
+      local j = 1
+      while j <= #hit do
+        local last = math.min(j + 499, #hit)
+        local reply = redis.pcall('UNLINK', unpack(hit, j, last))
+        if type(reply) == 'number' then
+          deleted = deleted + reply
+        else
+          for m = j, last do failed[#failed + 1] = hit[m] end
+        end
+        j = last + 1
+      end
+      matched = matched + #hit
+    end
+  end
+  s = s + 1
+end
+if s > hi then s = -1 end
+return {s, examined, matched, deleted, big, failed, per, unproven}
+"""
+
+# Keys per batch-script call: bounds how long one call holds a node. Measured on Redis 7.0: a
+# 250-key call over ~40 slots takes 0.23-0.29 ms (median); the cost is mostly one UNLINK per slot,
+# so even 400 keys in 400 slots stay near 2 ms. 400 rather than 250: fewer calls, fewer round
+# trips, 10% faster on 100,000 keys with no longer calls in the benchmark.
+SCRIPT_MAX_KEYS = 400
+
+
+SCRIPTS: dict[ScriptName, bytes] = {
+    "batch": _UNLINK_BATCHES, "scan_step": _SCAN_STEP, "slot_walk": _SLOT_WALK,
+}
+
+
+def walk_step(reply: Any) -> SlotWalkStep:
+    """A slot-walk reply as a value."""
+    return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
+                        [int(s) for s in reply[4] or []], list(reply[5] or []),
+                        [int(n) for n in reply[6] or []], [int(s) for s in reply[7] or []])
+
+
+def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:
+    """Slot batches cut into script calls of about ``SCRIPT_MAX_KEYS`` keys."""
+    calls: list[list[SlotBatch]] = [[]]
+    size = 0
+    for batch in batches:
+        if size >= SCRIPT_MAX_KEYS:
+            calls.append([])
+            size = 0
+        calls[-1].append(batch)
+        size += len(batch[1])
+    return calls
+
+
+def batch_offsets(call: Sequence[SlotBatch]) -> dict[int, int]:
+    """Lua's 1-based ARGV index of each batch's count in a packed call -> the batch's index."""
+    out: dict[int, int] = {}
+    offset = 1
+    for index, batch in enumerate(call):
+        out[offset] = index
+        offset += len(batch[1]) + 1
+    return out
+
+
+def batch_argv(call: Sequence[SlotBatch]) -> list[bytes]:
+    """ARGV of one batch call: ``<n> key1 .. keyn`` per slot batch."""
+    argv: list[bytes] = []
+    for _slot, keys in call:
+        argv.append(b"%d" % len(keys))
+        argv.extend(keys)
+    return argv
+
+

@@ -1,0 +1,147 @@
+"""The engine's only door to a node, and to the set of nodes of a cluster.
+
+Two implementations: ``redis_io`` on redis-py (the real thing) and ``memory`` (an in-memory
+cluster with injectable faults, for fast, deterministic engine tests; a contract test holds it to
+what a real server does).
+
+Errors are redis-py's exception types, raised or returned exactly where a real server would put
+them: ``MovedError``/``AskError``/``TryAgainError`` as per-command replies of a pipeline,
+``ConnectionError``/``TimeoutError`` raised for a node that is gone or silent,
+``ClusterDownError`` and friends raised for a command the node refuses. Each call is one round
+trip unless it says otherwise; none retries: retrying is the engine's policy, not the seam's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from clusterinval._core.values import (
+    ClusterView,
+    NodeAddr,
+    NodeOwnership,
+    Replication,
+    ScanStep,
+    SlotBatch,
+    SlotWalkStep,
+)
+
+__all__ = ["ClusterIO", "KeyCommand", "NodeIO", "OnReply", "ScriptName", "WalkStepHandler"]
+
+# The server-side steps a node may run (see ``lua.py``).
+ScriptName = Literal["batch", "scan_step", "slot_walk"]
+# UNLINK deletes; EXISTS counts what a dry run would delete, through the same routing.
+KeyCommand = Literal["UNLINK", "EXISTS"]
+# Told each reply of a pipelined call as it is read: its index and the reply (or error) itself.
+OnReply = Callable[[int, Any], None]
+# Told each slot-walk call's figures, with the slot range it went over.
+WalkStepHandler = Callable[[int, int, SlotWalkStep], None]
+
+
+class NodeIO(Protocol):
+    """One node of the cluster, as the engine uses it."""
+
+    @property
+    def addr(self) -> NodeAddr:
+        """The node's address."""
+        ...
+
+    async def cluster_view(self) -> ClusterView | None:
+        """Slot ownership as this node sees it (CLUSTER SLOTS).
+
+        A standalone server answers with a view in which it owns every slot (``standalone``);
+        None when the node knows no slots yet.
+        """
+        ...
+
+    async def ownership(self) -> NodeOwnership:
+        """What the node itself serves, in migration, and its config epoch (CLUSTER NODES)."""
+        ...
+
+    async def dbsize(self) -> int:
+        """Keys the node holds."""
+        ...
+
+    async def scan(self, cursor: int, match: bytes, count: int) -> tuple[int, list[bytes]]:
+        """One ``SCAN cursor MATCH match COUNT count``."""
+        ...
+
+    async def keys_in_slot(self, slot: int, limit: int) -> list[bytes]:
+        """``CLUSTER GETKEYSINSLOT slot limit``."""
+        ...
+
+    async def replication(self) -> Replication:
+        """The node's replication offset (a replica: applied offset and link state)."""
+        ...
+
+    async def key_commands(
+        self, command: KeyCommand, key_lists: Sequence[Sequence[bytes]], *, window: int,
+        on_reply: OnReply | None = None,
+    ) -> list[Any]:
+        """One ``command`` per key list, pipelined with at most ``window`` in flight.
+
+        Each reply is an int, or the error instance the node answered (MOVED, ASK, TRYAGAIN...).
+        ``on_reply`` sees each reply as it is read, so a call cut short (deadline, lost
+        connection) still tells which commands the node confirmed.
+        """
+        ...
+
+    async def asking(self, command: KeyCommand, keys: Sequence[bytes]) -> Any:
+        """``ASKING`` then ``command keys``: the reply (an int) or the error instance."""
+        ...
+
+    async def script_ready(self, name: ScriptName) -> bool:
+        """Whether the node runs the named server-side step (loaded on first ask).
+
+        False where the server refuses it (older than 7.0, ACL without scripting), never an
+        error; the engine then takes the plain path.
+        """
+        ...
+
+    async def batch_calls(
+        self, calls: Sequence[Sequence[SlotBatch]], *, window: int,
+        on_reply: OnReply | None = None,
+    ) -> list[Any]:
+        """Run the per-slot UNLINK batch step once per call, pipelined.
+
+        Each reply is ``(removed, failed)``, ``failed`` being the indexes (into the call) of the
+        batches the node could not delete (slot not served), or the error instance.
+        """
+        ...
+
+    async def scan_step(self, cursor: int, match: bytes, count: int, *,
+                        on_late: Callable[[ScanStep], None] | None = None) -> ScanStep:
+        """One server-side SCAN step that unlinks what it finds.
+
+        When the call is cancelled after the node ran the step, ``on_late`` still gets its
+        figures (read briefly after the cancellation), so the deletions are counted.
+        """
+        ...
+
+    async def slot_walk(
+        self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,
+        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool,
+    ) -> None:
+        """Walk slot ranges server-side, deleting keys by prefix; at most ``max_calls`` calls.
+
+        Each call reads whole slots until about ``budget`` keys, skipping slots over ``cap``
+        keys (reported big) and slots the node does not serve or is migrating (unproven: the
+        check and the read are one atomic step). ``ranges`` always holds what is left, also when
+        this raises, so a retry resumes where the walk stopped; a call cancelled after the node
+        ran it is still read and handed to ``on_step``. ``empty_key``: whether the empty key
+        matches (the pattern "*" alone).
+        """
+        ...
+
+
+class ClusterIO(Protocol):
+    """The connections to a cluster's nodes."""
+
+    def node(self, addr: NodeAddr) -> NodeIO:
+        """The node at ``addr`` (connected lazily)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...

@@ -1,0 +1,422 @@
+"""The seam on redis-py: one connection pool per node, raw pipelined commands, the Lua steps.
+
+Connections come from bounded per-node pools (auth, TLS and timeouts as the caller configured
+them); a caller waits for a free connection rather than failing (see ``_pool``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import Connection, parse_url
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from clusterinval._core.cluster_text import parse_cluster_slots, parse_myself_line
+from clusterinval._core.slots import SLOT_COUNT, SlotSet
+from clusterinval._core.values import (
+    ClusterView,
+    NodeAddr,
+    NodeOwnership,
+    Replication,
+    ScanStep,
+    SlotBatch,
+    SlotWalkStep,
+)
+from clusterinval._io.lua import SCRIPTS, batch_argv, batch_offsets, walk_step
+from clusterinval._io.protocol import KeyCommand, OnReply, ScriptName, WalkStepHandler
+from clusterinval._io.resp import Commands, pack, read_reply, read_settled, send_many
+from clusterinval.errors import InvalidInputError
+
+__all__ = ["CONNECTION_OPTIONS", "RedisClusterIO", "RedisNode", "command"]
+
+log = logging.getLogger("clusterinval.engine")
+
+# Connection settings a caller may pass through from_url(...) next to the library's options.
+CONNECTION_OPTIONS = frozenset({
+    "username", "password", "client_name", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "ssl", "ssl_ca_certs", "ssl_ca_data", "ssl_certfile", "ssl_keyfile",
+    "ssl_cert_reqs", "ssl_check_hostname", "ssl_ciphers", "ssl_min_version", "ssl_password",
+    "protocol", "retry_on_timeout", "health_check_interval", "credential_provider",
+    "max_connections",
+})
+
+# Per-node settings are ours to choose; everything else (auth, TLS, timeouts) is kept.
+_DROPPED = ("host", "port", "db", "decode_responses", "response_callbacks", "max_connections",
+            "connection_class", "path", "retry")
+
+
+async def command(client: Redis, *args: Any) -> Any:
+    """Run one raw command on a node client (redis-py leaves ``execute_command`` untyped)."""
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+class RedisClusterIO:
+    """Connections to a cluster's nodes: one bounded pool per node, created on first use."""
+
+    def __init__(
+        self,
+        connection_kwargs: Mapping[str, Any],
+        connection_class: type[Connection] = Connection,
+        *,
+        command_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        max_connections: int = 16,
+    ) -> None:
+        kwargs = {k: v for k, v in connection_kwargs.items() if k not in _DROPPED}
+        if kwargs.get("socket_timeout") is None:
+            kwargs["socket_timeout"] = command_timeout_s
+        if kwargs.get("socket_connect_timeout") is None:
+            kwargs["socket_connect_timeout"] = connect_timeout_s
+        self._kwargs = kwargs
+        self._connection_class = connection_class
+        self._max_connections = max_connections
+        self._nodes: dict[NodeAddr, RedisNode] = {}
+
+    @property
+    def socket_timeout(self) -> float:
+        """How long one command may take on the wire."""
+        return float(self._kwargs["socket_timeout"])
+
+    @classmethod
+    def from_url(cls, url: str, **connection_options: Any) -> tuple[RedisClusterIO, list[NodeAddr]]:
+        """Connections configured by a ``redis://`` or ``rediss://`` URL, and the seed node."""
+        try:
+            parsed = dict(parse_url(url))
+        except ValueError as exc:
+            raise InvalidInputError(f"bad Redis URL: {exc}") from None
+        if "path" in parsed:
+            raise InvalidInputError("unix:// URLs are not supported; use redis:// or rediss://")
+        if str(parsed.get("db", 0) or 0) != "0":
+            raise InvalidInputError("only database 0 exists on a Redis Cluster; drop the /db part")
+        host = str(parsed.pop("host", "127.0.0.1"))
+        port = int(str(parsed.pop("port", 6379)))
+        connection_class: Any = parsed.pop("connection_class", Connection)
+        if connection_options.pop("ssl", False):
+            from redis.asyncio.connection import SSLConnection
+
+            connection_class = SSLConnection
+        parsed.update(connection_options)
+        max_conn = int(str(parsed.pop("max_connections", 16)))
+        io = cls(parsed, connection_class, max_connections=max_conn)
+        return io, [NodeAddr(host, port)]
+
+    @classmethod
+    async def from_client(cls, client: RedisCluster | Redis
+                          ) -> tuple[RedisClusterIO, list[NodeAddr]]:
+        """Connections made like ``client``'s (same auth, TLS and timeouts), and its nodes."""
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            kwargs = dict(client.get_connection_kwargs())
+            cluster_conn: Any = kwargs.pop("connection_class", None)
+            seeds = [NodeAddr(n.host, int(n.port)) for n in client.get_nodes()]
+            return cls(kwargs, cluster_conn or _node_connection_class(client)), seeds
+        if isinstance(client, Redis):
+            pool = client.connection_pool
+            kwargs = dict(pool.connection_kwargs)
+            host = str(kwargs.get("host", "127.0.0.1"))
+            if int(kwargs.get("db", 0) or 0) != 0:
+                raise InvalidInputError("only database 0 can be invalidated")
+            conn_class: Any = pool.connection_class
+            return cls(kwargs, conn_class), [NodeAddr(host, int(kwargs.get("port") or 6379))]
+        raise InvalidInputError(
+            "expected redis.asyncio.RedisCluster or redis.asyncio.Redis, "
+            f"got {type(client).__name__}"
+        )
+
+    def node(self, addr: NodeAddr) -> RedisNode:
+        """The node at ``addr`` (its pool is created on first use)."""
+        found = self._nodes.get(addr)
+        if found is None:
+            found = self._nodes[addr] = RedisNode(addr, self._client(addr))
+        return found
+
+    def client(self, addr: NodeAddr) -> Redis:
+        """A redis-py client on the node's pool, for commands outside the seam (pub/sub)."""
+        return self.node(addr).client
+
+    def _client(self, addr: NodeAddr) -> Redis:
+        # A blocking pool: under a burst of concurrent callers a command waits for a free
+        # connection (within its own timeout) instead of failing with "Too many connections".
+        pool = BlockingConnectionPool(
+            connection_class=self._connection_class,
+            host=addr.host,
+            port=addr.port,
+            decode_responses=False,
+            max_connections=self._max_connections,
+            timeout=self._kwargs["socket_timeout"],
+            **self._kwargs,
+        )
+        return Redis.from_pool(pool)  # the client owns its pool and closes it
+
+    async def aclose(self) -> None:
+        """Close every node's connections."""
+        nodes, self._nodes = self._nodes, {}
+        for n in nodes.values():
+            with anyio.CancelScope(shield=True):
+                await n.client.aclose()
+
+
+def _node_connection_class(client: RedisCluster) -> type[Connection]:
+    nodes = client.get_nodes()
+    cls = getattr(nodes[0], "connection_class", None) if nodes else None
+    return cls if isinstance(cls, type) and issubclass(cls, Connection) else Connection
+
+
+def _scan_step(reply: Any) -> ScanStep:
+    return ScanStep(int(reply[0]), int(reply[1]), int(reply[2]), list(reply[3] or []))
+
+
+class _PackedCalls:
+    """Batch-step calls packed one by one as they are sent (see ``send_many``)."""
+
+    __slots__ = ("_calls", "_sha")
+
+    def __init__(self, sha: bytes, calls: Sequence[Sequence[SlotBatch]]) -> None:
+        self._sha = sha
+        self._calls = calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __getitem__(self, index: int) -> bytes:
+        return pack(b"EVALSHA", self._sha, b"0", *batch_argv(self._calls[index]))
+
+
+class RedisNode:
+    """One node through redis-py: raw commands and the server-side steps."""
+
+    def __init__(self, addr: NodeAddr, client: Redis) -> None:
+        self._addr = addr
+        self.client = client
+        self._standalone = False
+        # SHA per script, or None where the node refused it.
+        self._shas: dict[ScriptName, bytes | None] = {}
+
+    @property
+    def addr(self) -> NodeAddr:
+        """The node's address."""
+        return self._addr
+
+    async def cluster_view(self) -> ClusterView | None:
+        """Slot ownership as this node sees it (CLUSTER SLOTS)."""
+        try:
+            reply = await command(self.client, "CLUSTER", "SLOTS")
+        except ResponseError as exc:
+            if "cluster support disabled" in str(exc).lower():
+                # A standalone server: one primary serving every slot.
+                self._standalone = True
+                return ClusterView(owners=(self._addr,) * SLOT_COUNT, standalone=True)
+            raise
+        return parse_cluster_slots(reply, self._addr)
+
+    async def ownership(self) -> NodeOwnership:
+        """What the node itself serves, in migration, and its config epoch."""
+        if self._standalone:
+            return NodeOwnership(SlotSet.full(), SlotSet(), SlotSet())
+        raw = await command(self.client, "CLUSTER", "NODES")
+        return parse_myself_line(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def dbsize(self) -> int:
+        """Keys the node holds."""
+        return int(await self.client.dbsize())
+
+    async def scan(self, cursor: int, match: bytes, count: int) -> tuple[int, list[bytes]]:
+        """One SCAN call."""
+        next_cursor, keys = await command(self.client, "SCAN", cursor, "MATCH", match,
+                                          "COUNT", count)
+        return int(next_cursor), list(keys)
+
+    async def keys_in_slot(self, slot: int, limit: int) -> list[bytes]:
+        """CLUSTER GETKEYSINSLOT."""
+        keys: list[bytes] = await command(self.client, "CLUSTER", "GETKEYSINSLOT", slot, limit)
+        return list(keys)
+
+    async def replication(self) -> Replication:
+        """The node's replication offset (a replica: applied offset and link state)."""
+        info = await self.client.info("replication")
+        if info.get("role") == "slave":
+            return Replication(int(info.get("slave_repl_offset", -1)),
+                               info.get("master_link_status") == "up")
+        return Replication(int(info.get("master_repl_offset", 0)))
+
+    async def key_commands(
+        self, command: KeyCommand, key_lists: Sequence[Sequence[bytes]], *, window: int,
+        on_reply: OnReply | None = None,
+    ) -> list[Any]:
+        """One ``command`` per key list, pipelined as a sliding window."""
+        name = command.encode()
+        packed: Commands = [pack(name, *keys) for keys in key_lists]
+        return await send_many(self.client, packed, window=window, on_reply=on_reply)
+
+    async def asking(self, command: KeyCommand, keys: Sequence[bytes]) -> Any:
+        """ASKING then ``command``, on one connection: the reply or the error instance."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(pack(b"ASKING") + pack(command.encode(), *keys),
+                                           check_health=False)
+            asked = await read_reply(conn)
+            reply = await read_reply(conn)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        if isinstance(asked, BaseException):
+            return asked
+        return reply
+
+    async def script_ready(self, name: ScriptName) -> bool:
+        """Whether the node runs the named step (loaded on first ask)."""
+        try:
+            return await self._sha(name) is not None
+        except (RedisError, OSError):
+            return False
+
+    async def _sha(self, name: ScriptName) -> bytes | None:
+        if name in self._shas:
+            return self._shas[name]
+        try:
+            sha = await command(self.client, "SCRIPT", "LOAD", SCRIPTS[name])
+        except ResponseError as exc:
+            # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
+            # Any other refusal is a script the server cannot compile: worth a WARNING.
+            text = str(exc)
+            expected = ("near '#'" in text or text.startswith("NOPERM")
+                        or "no permissions" in text)
+            log.log(logging.INFO if expected else logging.WARNING,
+                    "server step %s unavailable on %s (%s); using pipelined UNLINK",
+                    name, self._addr, exc)
+            self._shas[name] = None
+            return None
+        self._shas[name] = sha if isinstance(sha, bytes) else str(sha).encode()
+        return self._shas[name]
+
+    async def _loaded(self, name: ScriptName) -> bytes:
+        sha = await self._sha(name)
+        if sha is None:
+            raise RuntimeError(f"script_ready({name!r}) must be checked first")
+        return sha
+
+    async def _reload(self, name: ScriptName) -> bytes | None:
+        # The node lost its script cache (restart, or a replica promoted): load it again.
+        self._shas.pop(name, None)
+        return await self._sha(name)
+
+    async def batch_calls(
+        self, calls: Sequence[Sequence[SlotBatch]], *, window: int,
+        on_reply: OnReply | None = None,
+    ) -> list[Any]:
+        """The batch step once per call, pipelined; replies ``(removed, failed indexes)``."""
+        if not calls:
+            return []
+
+        def reply_of(index: int, raw: Any) -> Any:
+            if isinstance(raw, BaseException):
+                return raw
+            offsets = batch_offsets(calls[index])
+            return int(raw[0]), [offsets[int(i)] for i in raw[1] or []]
+
+        def seen(index: int, raw: Any) -> None:
+            if on_reply is not None and not isinstance(raw, NoScriptError):
+                on_reply(index, reply_of(index, raw))
+
+        sha = await self._loaded("batch")
+        raws = await send_many(self.client, _PackedCalls(sha, calls), window=window,
+                               on_reply=seen)
+        if any(isinstance(r, NoScriptError) for r in raws):
+            again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
+            new_sha = await self._reload("batch")
+            if new_sha is not None:
+                redo = [calls[i] for i in again]
+
+                def seen_again(k: int, raw: Any) -> None:
+                    seen(again[k], raw)
+
+                for i, raw in zip(again, await send_many(
+                        self.client, _PackedCalls(new_sha, redo), window=window,
+                        on_reply=seen_again), strict=True):
+                    raws[i] = raw
+        return [reply_of(i, r) for i, r in enumerate(raws)]
+
+    async def scan_step(self, cursor: int, match: bytes, count: int, *,
+                        on_late: Callable[[ScanStep], None] | None = None) -> ScanStep:
+        """One server-side SCAN step that unlinks what it finds."""
+        args = (b"%d" % cursor, match, b"%d" % count)
+
+        def late(reply: Any) -> None:
+            if on_late is not None and not isinstance(reply, BaseException):
+                on_late(_scan_step(reply))
+
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            for _attempt in (1, 2):
+                sha = await self._loaded("scan_step")
+                await conn.send_packed_command(pack(b"EVALSHA", sha, b"0", *args),
+                                               check_health=False)
+                reply = await read_settled(conn, late)
+                if isinstance(reply, NoScriptError) and await self._reload("scan_step"):
+                    continue
+                if isinstance(reply, BaseException):
+                    raise reply
+                return _scan_step(reply)
+            raise reply
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def slot_walk(
+        self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,
+        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool,
+    ) -> None:
+        """Walk slot ranges server-side, one call at a time on one held connection."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            reloads = 0
+            sha = await self._loaded("slot_walk")
+
+            def handle(lo: int, hi: int, reply: Any) -> None:
+                nonlocal max_calls
+                max_calls -= 1
+                ranges.popleft()
+                step: SlotWalkStep = walk_step(reply)
+                if step.next_slot != -1:
+                    ranges.appendleft((step.next_slot, hi))
+                on_step(lo, hi if step.next_slot == -1 else step.next_slot - 1, step)
+
+            def late(lo: int, hi: int, reply: Any) -> None:
+                if not isinstance(reply, BaseException):
+                    handle(lo, hi, reply)
+
+            while ranges and max_calls > 0:
+                lo, hi = ranges[0]
+                await conn.send_packed_command(
+                    pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap, b"%d" % lo,
+                         b"%d" % hi, b"1" if empty_key else b"0", *prefixes), check_health=False)
+                reply = await read_settled(conn, partial(late, lo, hi))
+                if isinstance(reply, NoScriptError):
+                    reloads += 1
+                    new_sha = await self._reload("slot_walk") if reloads <= 3 else None
+                    if new_sha is None:
+                        raise reply
+                    sha = new_sha
+                    continue
+                if isinstance(reply, BaseException):
+                    raise reply
+                handle(lo, hi, reply)
+        except BaseException:
+            # A reply may be left unread (timeout, cancellation): the connection is not reusable.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
