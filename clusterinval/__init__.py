@@ -5,6 +5,7 @@ Exact keys and Redis glob patterns, across every primary at once, deleted with s
 """
 
 from clusterinval._core.tally import Progress, ProgressWatch
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -15,7 +16,6 @@ from clusterinval.errors import (
     InvalidOperationNameError,
     InvalidPatternError,
 )
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions
 from clusterinval.result import InvalidationResult, NodeResult

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import InvalidationError
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 from clusterinval.rules import BUILTIN_RULES, Rule, render_rule
 
@@ -65,7 +65,7 @@ def _loop_share() -> _LoopShare:
 
 
 class RedisService:
-    """The seed service's invalidation API on top of one long-lived ClusterInvalidator.
+    """The familiar service invalidation API on top of one long-lived ClusterInvalidator.
 
     Services built with the same url and options on the same event loop share one invalidator,
     opened on the first call: ``RedisService()`` in every request (as hand-made services are
@@ -132,7 +132,7 @@ class RedisService:
             with anyio.CancelScope(shield=True):
                 await inv.aclose()
 
-    # -- the seed's API ----------------------------------------------------------------------
+    # -- the familiar API --------------------------------------------------------------------
 
     async def invalidate_cache_by_patterns(
         self,
@@ -191,7 +191,7 @@ class RedisService:
         )
 
     def __getattr__(self, attr: str) -> Callable[..., Awaitable[None]]:
-        # Custom rules get seed-style methods: a rule "tenant" is invalidate_tenant_cache(...).
+        # Custom rules get methods named the familiar way: rule "tenant" is invalidate_tenant_cache.
         match = _RULE_METHOD.match(attr)
         rules = self.__dict__.get("_rules")
         if match is None or rules is None or match["rule"] not in rules:

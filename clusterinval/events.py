@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
@@ -43,7 +42,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from clusterinval._core.glob import Glob, compile_pattern
 from clusterinval._core.slots import key_slot
 from clusterinval._core.values import ClusterView, NodeAddr
-from clusterinval._engine.retry import describe
+from clusterinval._engine.retry import Backoff, describe
 from clusterinval._engine.topology import Topology
 from clusterinval._io.redis_io import RedisClusterIO, command
 from clusterinval.errors import (
@@ -82,8 +81,8 @@ PAYLOAD_VERSION: Final = 1
 RESYNC: Final = "resync"
 
 PUBLISH_TIMEOUT_S: Final = 5.0
-_BACKOFF_BASE_S: Final = 0.05
-_BACKOFF_CAP_S: Final = 1.0
+# How long a lost subscription waits before its next try (capped exponential, full jitter).
+_RECONNECT: Final = Backoff(base_s=0.05, cap_s=1.0)
 
 # Per topology: does the server have sharded pub/sub? Absent means "not yet known".
 _SHARDED: WeakKeyDictionary[Topology, bool] = WeakKeyDictionary()
@@ -434,8 +433,7 @@ def _decode(payload: object) -> InvalidationEvent:
 
 
 def _backoff(failures: int) -> float:
-    cap = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** min(failures, 10))
-    return random.uniform(cap / 2, cap)
+    return _RECONNECT.delay(min(failures, 10) + 1)
 
 
 @contextlib.asynccontextmanager

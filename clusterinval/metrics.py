@@ -231,8 +231,10 @@ class Metrics:
 
     def operation_label(self, operation_name: str) -> str:
         """The label value to record ``operation_name`` under: itself, or the overflow value."""
-        validate_operation_name(operation_name)
         inst = self._inst
+        if operation_name in inst.operations:
+            return operation_name  # admitted before, so valid: no second check per call
+        validate_operation_name(operation_name)
         warn = False
         with inst.lock:
             if operation_name in inst.operations:

@@ -340,6 +340,8 @@ def _read(source: str | os.PathLike[str], suffix: str) -> str:
     return source
 
 
+# The rules behind the compatible facade's methods (invalidate_catalog_cache, _user_cache,
+# _cluster_cache); an application's own rules are a RuleSet of its own (see the guide).
 BUILTIN_RULES = RuleSet(
     [
         Rule(
@@ -355,12 +357,6 @@ BUILTIN_RULES = RuleSet(
             description="one user's record, profile, sessions and project lists",
         ),
         Rule(
-            "user_session",
-            keys=("user:session:{user_id}",),
-            patterns=("user:{user_id}:*",),
-            description="everything cached under one user, e.g. on logout",
-        ),
-        Rule(
             "cluster",
             patterns=("clusters:list:*",),
             optional={
@@ -374,28 +370,6 @@ BUILTIN_RULES = RuleSet(
                 )
             },
             description="cluster list pages, and one cluster's entries",
-        ),
-        Rule(
-            "project",
-            keys=("project:{project_id}",),
-            patterns=("project:{project_id}:*", "projects:list:*"),
-            description="one project's entries and the project list pages",
-        ),
-        Rule(
-            "endpoint",
-            keys=(
-                "endpoint:{endpoint_id}",
-                "endpoint:{endpoint_id}:status",
-                "endpoint:{endpoint_id}:metrics",
-            ),
-            patterns=("endpoint:{endpoint_id}:workers:*",),
-            operation_name="endpoint_update",
-            description="one endpoint, its status, metrics and workers",
-        ),
-        Rule(
-            "models_bulk",
-            patterns=("models:list:*", "models:search:*"),
-            description="every model list and search page",
         ),
     ]
 )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import ClusterInvalError, InvalidInputError
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 
 if TYPE_CHECKING:

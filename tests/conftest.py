@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from typing import NoReturn
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import pytest
 import redis
 
 from clusterinval.testing._node import resolve_binary
 from clusterinval.testing.local import LocalCluster, LocalRedis, RedisServerNotFoundError
+from clusterinval.testing.pytest_plugin import unavailable
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+# Starts a dedicated LocalCluster with the given options (see the make_cluster fixture).
+ClusterFactory = Callable[..., LocalCluster]
 
 
 def _server_missing(exc: RedisServerNotFoundError) -> NoReturn:
     """Skip on a developer's machine without redis-server; in CI its absence is a failure."""
-    if _in_ci():
-        pytest.fail(f"CI=true but redis-server is missing: {exc}", pytrace=False)
-    pytest.skip(f"redis-server is not installed: {exc}")
+    unavailable(f"redis-server is not installed: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +30,15 @@ def redis_server_path() -> str:
         return resolve_binary("redis-server")
     except RedisServerNotFoundError as exc:
         _server_missing(exc)
+
+
+@pytest.fixture(scope="session")
+def server_major(redis_server_path: str) -> int:
+    """The major version of the server binary the test clusters run (7+ has sharded pub/sub
+    and script flags)."""
+    out = subprocess.run([redis_server_path, "--version"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return int(out.split("v=", 1)[1].split(".", 1)[0])
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +97,33 @@ def standalone_url(local_redis: LocalRedis) -> str:
     """The URL of the standalone server, emptied for this test."""
     local_redis.flushall()
     return local_redis.url
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[ClusterFactory]:
+    """Start dedicated clusters (3 primaries + 1 replica each by default); all stop at teardown.
+
+    For tests that kill, freeze or reshard nodes: never the shared session cluster.
+    """
+    started: list[LocalCluster] = []
+
+    def start(primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000,
+              **kwargs: Any) -> LocalCluster:
+        cluster = LocalCluster(primaries=primaries, replicas=replicas,
+                               node_timeout_ms=node_timeout_ms, **kwargs)
+        started.append(cluster)
+        try:
+            cluster.start(timeout=60)
+        except RedisServerNotFoundError as exc:
+            _server_missing(exc)
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in started:
+            for node in cluster.nodes:
+                # A frozen node must thaw to stop cleanly; a dead one cannot, and stop() copes.
+                with contextlib.suppress(Exception):
+                    cluster.resume(node.port)
+            cluster.stop()

@@ -22,6 +22,10 @@ class NodeTally:
     unlink_calls: int = 0
     busy_s: float = 0.0  # wall time of this node's scan passes
     errors: list[str] = field(default_factory=list)
+    # Live progress of the reads: keys read so far (SCAN's COUNT per call where a step does not
+    # say), and the node's DBSIZE when a pass read it.
+    read: int = 0
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class Progress:
     deleted: int
     scan_calls: int
     scanned: int = 0
+    keys_read: int = 0  # keys the passes have read so far (live; an estimate on SCAN paths)
+    keys_total: int = 0  # keys of the nodes being read (their DBSIZE), 0 when not known yet
 
 
 class RunTally:
@@ -100,7 +106,8 @@ class RunTally:
         nodes = self.nodes.values()
         return Progress(self.covered, self.slots_to_cover, sum(n.matched for n in nodes),
                         sum(n.deleted for n in nodes), sum(n.scan_calls for n in nodes),
-                        sum(n.scanned for n in nodes))
+                        sum(n.scanned for n in nodes), sum(min(n.read, n.size) for n in nodes),
+                        sum(n.size for n in nodes))
 
 
 class ProgressWatch:

@@ -89,6 +89,11 @@ class NodePasses:
                                                                        slot):
             return SlotSet(), True
         source = await self._client.source(node) if ctx.options.scan_on_replicas else node
+        io = ctx.topology.node(node)
+        tally = ctx.tally.node(node)
+        # One O(1) command: what a scan will read, and what live progress is measured against.
+        size = await ctx.call(node, io.dbsize, "DBSIZE")
+        tally.size = max(tally.size, size)
         proven = SlotSet()
         # Server-side paths read the primary; scanning a replica instead needs the client path.
         if (cluster and source == node and all(g.prefix_only for g in scan_pass.globs)
@@ -96,15 +101,15 @@ class NodePasses:
             proven, whole = await self._walk.serve(node, scan_pass,
                                                    need.intersection(before.owned))
             if whole:
+                tally.read = max(tally.read, tally.size)
                 return proven, False
-        io = ctx.topology.node(node)
-        size = await ctx.call(node, io.dbsize, "DBSIZE")
         if (scan_pass.server_exact and source == node
                 and await ctx.unlinker.script_ready(node, "scan_step")):
             await self._server.serve(node, scan_pass)
         else:
             await self._client.serve(node, scan_pass, index, source)
-        ctx.tally.node(node).scanned += size
+        tally.scanned += size
+        tally.read = max(tally.read, tally.size)
         return proven, True
 
     async def _ownership(self, node: NodeAddr) -> NodeOwnership:

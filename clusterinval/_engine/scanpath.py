@@ -111,6 +111,7 @@ class ClientScan:
                         cursor, keys = await ctx.call(
                             source, partial(io.scan, cursor, match, count), "SCAN")
                         tally.scan_calls += 1
+                        tally.read += count
                         if keys:
                             await send.send(keys)
                         if cursor == 0:

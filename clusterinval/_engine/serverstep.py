@@ -69,6 +69,7 @@ class ServerScan:
             step = await ctx.call(node, partial(io.scan_step, cursor, match, count,
                                                 on_late=late), "the SCAN step")
             cursor = step.cursor
+            ctx.tally.node(node).read += count
             # A step's cost is mostly its deletions: where matches are sparse, a step may walk
             # further (scan_count) for the same work; where they are dense, it walks less.
             count = sparse if step.matched * 4 < dense else dense

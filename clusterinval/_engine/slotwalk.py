@@ -70,6 +70,7 @@ class SlotWalk:
             nonlocal matched
             matched += step.matched
             tally.scanned += step.examined
+            tally.read += step.examined
             count_step(ctx, node, scan_pass.origins, step.per_prefix, step.deleted)
             left.extend(step.left)
             big.extend(step.big_slots)

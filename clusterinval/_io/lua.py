@@ -70,7 +70,7 @@ return {r[1], #keys, deleted, failed}
 # CLUSTER NODES). A slot is read only when the node owns it and is neither migrating nor
 # importing it; the others are returned as unproven and never counted as covered. Reading the
 # ownership and the slot in one script makes the check atomic: a slot read here was read whole.
-_SLOT_WALK = b"""#!lua flags=allow-cross-slot-keys
+_SLOT_WALK = rb"""#!lua flags=allow-cross-slot-keys
 local budget = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local s = tonumber(ARGV[3])
@@ -84,24 +84,37 @@ for p = 6, #ARGV do
 end
 local np = #prefixes
 local own_lo, own_hi, moving = {}, {}, {}
-for line in string.gmatch(redis.call('CLUSTER', 'NODES'), '[^\\n]+') do
-  if string.find(line, 'myself', 1, true) then
-    local f = {}
-    for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
-    if f[3] and string.find(',' .. f[3] .. ',', ',myself,', 1, true) then
-      for i = 9, #f do
-        local t = f[i]
-        if string.sub(t, 1, 1) == '[' then
-          moving[tonumber(string.match(t, '^%[(%d+)'))] = true
-        else
-          local a, b = string.match(t, '^(%d+)-(%d+)$')
-          if a == nil then a = t; b = t end
-          own_lo[#own_lo + 1] = tonumber(a)
-          own_hi[#own_hi + 1] = tonumber(b)
-        end
-      end
-      break
+local function myself(line)
+  local f = {}
+  for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
+  if not (f[3] and string.find(',' .. f[3] .. ',', ',myself,', 1, true)) then return false end
+  for i = 9, #f do
+    local t = f[i]
+    if string.sub(t, 1, 1) == '[' then
+      moving[tonumber(string.match(t, '^%[(%d+)'))] = true
+    else
+      local a, b = string.match(t, '^(%d+)-(%d+)$')
+      if a == nil then a = t; b = t end
+      own_lo[#own_lo + 1] = tonumber(a)
+      own_hi[#own_hi + 1] = tonumber(b)
     end
+  end
+  return true
+end
+-- Straight to the line that says "myself" (one of a handful to hundreds of lines); every line
+-- is tried only if that word also appears elsewhere (a host name, say).
+local nodes = redis.call('CLUSTER', 'NODES')
+local at = string.find(nodes, 'myself', 1, true)
+local found = false
+if at then
+  local first = at
+  while first > 1 and string.byte(nodes, first - 1) ~= 10 do first = first - 1 end
+  local last = string.find(nodes, '\n', at, true) or (#nodes + 1)
+  found = myself(string.sub(nodes, first, last - 1))
+end
+if not found then
+  for line in string.gmatch(nodes, '[^\n]+') do
+    if string.find(line, 'myself', 1, true) and myself(line) then break end
   end
 end
 local function settled(slot)

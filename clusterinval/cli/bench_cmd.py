@@ -99,7 +99,7 @@ def _latency_table(report: dict[str, object]) -> Table:
 
 
 def _goals_table(report: dict[str, object]) -> Table:
-    t = Table("issue 6 goal", "measured", "met", title_justify="left")
+    t = Table("goal", "measured", "met", title_justify="left")
     for g in report["goals"]:  # type: ignore[attr-defined]
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[g["met"]]
         t.add_row(g["goal"], g["measured"], met)

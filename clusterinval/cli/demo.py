@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 import anyio
 import redis
@@ -24,11 +24,12 @@ from rich.table import Table
 
 from clusterinval._core.glob import Glob, compile_pattern
 from clusterinval._core.slots import key_slot
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.cli.output import EXIT_INCOMPLETE, err_console, fail, out_console, print_table
 from clusterinval.compat import RedisService
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 from clusterinval.rules import BUILTIN_RULES
+from clusterinval.testing.fill import slot_owners
 from clusterinval.testing.local import LocalCluster, LocalClusterError
 
 __all__ = ["Dataset", "build_dataset", "demo"]
@@ -170,25 +171,13 @@ def demo(
 # -- filling -----------------------------------------------------------------------------------
 
 
-def _owners(url_port: int) -> dict[int, int]:
-    """Slot -> port of its primary, from CLUSTER SLOTS."""
-    client = redis.Redis(host="127.0.0.1", port=url_port, socket_timeout=5)
-    try:
-        owners: dict[int, int] = {}
-        reply = cast(Any, client).execute_command("CLUSTER SLOTS")
-        for lo, hi, primary, *_ in reply:
-            for slot in range(int(lo), int(hi) + 1):
-                owners[slot] = int(primary[1])
-        return owners
-    finally:
-        client.close()
-
-
 def _by_node(cluster: LocalCluster, keys: Iterable[str]) -> dict[int, list[str]]:
-    owners = _owners(cluster.primaries()[0].port)
+    owners = slot_owners(cluster.url)
     groups: dict[int, list[str]] = {}
     for key in keys:
-        groups.setdefault(owners[key_slot(key.encode())], []).append(key)
+        owner = owners[key_slot(key.encode())]
+        assert owner is not None, "the demo cluster serves every slot"
+        groups.setdefault(owner[1], []).append(key)
     return groups
 
 

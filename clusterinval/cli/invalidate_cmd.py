@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clusterinval._core.slots import SLOT_COUNT
 from clusterinval._core.tally import ProgressWatch
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.cli.checks import check_invalidation, check_url
 from clusterinval.cli.output import (
     EXIT_BAD_INPUT,
@@ -23,7 +24,7 @@ from clusterinval.cli.output import (
     print_json,
     print_result,
 )
-from clusterinval.compat import mask_credentials
+from clusterinval.compat import ENV_URL, mask_credentials
 from clusterinval.errors import (
     ClusterConnectionError,
     ClusterInvalError,
@@ -32,12 +33,10 @@ from clusterinval.errors import (
     InvalidInputError,
 )
 from clusterinval.exposition import push_metrics
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 
 __all__ = ["count", "invalidate", "resolve_url"]
 
-ENV_URL = "CLUSTERINVAL_URL"
 
 UrlOpt = Annotated[
     str | None,
@@ -223,27 +222,31 @@ async def _invalidate(
 async def _show_progress(watch: ProgressWatch, operation: str, dry_run: bool) -> None:
     """A live display of the run, redrawn until cancelled.
 
-    Slots count as covered only when a node's pass has finished, so until the first one does the
-    bar pulses rather than sit at zero; the keys found and SCAN calls move all along.
+    The bar moves with the keys the passes have read against the nodes' DBSIZE (until a pass has
+    read it, the bar pulses); slots show once a node's pass has covered them.
     """
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
+        TextColumn("{task.fields[read]}"),
         TextColumn("{task.fields[slots]}"),
-        TextColumn("{task.fields[keys]} keys, {task.fields[scans]} SCANs"),
+        TextColumn("{task.fields[keys]} keys, {task.fields[scans]} calls"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(
             f"{operation} ({'counting' if dry_run else 'deleting'})", total=None,
-            slots="", keys=0, scans=0,
+            read="", slots="", keys=0, scans=0,
         )
         while True:
             snap = watch.snapshot()
             found = snap.matched if dry_run else snap.deleted
             total = snap.slots_to_cover or SLOT_COUNT
             covered = snap.covered_slots
-            bar.update(task, completed=covered, total=total if covered else None,
+            known = snap.keys_total > 0
+            bar.update(task, completed=snap.keys_read if known else 0,
+                       total=snap.keys_total if known else None,
+                       read=f"{snap.keys_read:,}/{snap.keys_total:,} keys read" if known else "",
                        slots=f"{covered}/{total} slots covered" if covered else "",
                        keys=found, scans=snap.scan_calls)
             await anyio.sleep(0.1)

@@ -256,7 +256,7 @@ def _median(report: dict[str, Any], scenario: str, tool: str) -> float | None:
 
 
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 6's goals, each with the measured figure and whether it is met (None: not measured)."""
+    """The performance goals, each with its figure and whether it is met (None: not measured)."""
     out: list[dict[str, Any]] = []
 
     def add(goal: str, figure: str, met: bool | None) -> None:

@@ -18,8 +18,8 @@ import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from redis.asyncio import RedisCluster
 
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import ClusterInvalError
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.loadtest.keyspace import Job, Keyspace
 from clusterinval.loadtest.report import LatencySummary
 from clusterinval.loadtest.timeline import Timeline

@@ -1,4 +1,4 @@
-"""The load test's key families (shaped like the seed guide's caches) and what each job deletes.
+"""The load test's key families (shaped like a typical service's caches) and what each job deletes.
 
 Every family's keys can be listed, so the expected keyspace after any sequence of jobs is known
 exactly: that is what the final check of a load test compares the cluster against.

@@ -12,10 +12,10 @@ Tools:
 
 * ``clusterinval`` (``server_scripts`` on, the default) and ``clusterinval-plain``
   (``server_scripts=False``: SCAN + slot-grouped pipelined UNLINK only);
-* ``keys-del``: the hand-written approach of the seed, made to work on a cluster at all: ``KEYS
+* ``keys-del``: the common hand-written approach, made to work on a cluster at all: ``KEYS
   pattern`` on each primary in turn, then one ``DEL`` per slot (pipelined) on that primary (a
-  single multi-key ``DEL`` as the seed does would fail with CROSSSLOT). Exact keys: one ``DEL``
-  per slot, pipelined per primary;
+  single multi-key ``DEL``, as such services send, would fail with CROSSSLOT). Exact keys: one
+  ``DEL`` per slot, pipelined per primary;
 * ``redis-py``: ``RedisCluster.scan_iter(match, count=1000)`` (one primary after another), with
   ``unlink(*batch)`` every 500 keys (redis-py splits it into one UNLINK per slot); exact keys:
   ``unlink(*keys)``;
@@ -87,7 +87,7 @@ Runner = Callable[[], Awaitable[int]]
 async def _clusterinval(spec: dict[str, Any], plain: bool) -> tuple[Runner, Callable[[], Any]]:
     from prometheus_client import CollectorRegistry
 
-    from clusterinval.invalidator import ClusterInvalidator
+    from clusterinval._invalidator import ClusterInvalidator
 
     options: dict[str, Any] = dict(spec.get("options", {}))
     if plain:

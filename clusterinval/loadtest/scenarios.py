@@ -1,4 +1,4 @@
-"""The benchmark's scenarios (issue 6's S1-S4 plus the guide's multi-pattern project example).
+"""The benchmark's scenarios (S1-S4 plus the guide's multi-pattern project example).
 
 Each scenario knows its keyspace exactly, so a run is verified by two facts: nothing matching
 ``gone`` survives, and the total key count is exactly what should remain.
@@ -53,7 +53,7 @@ class Scenario:
 
 
 def scenarios(size: int) -> list[Scenario]:
-    """S1-S4 and MP for a keyspace of ``size`` keys (issue 6 uses 1,000,000)."""
+    """S1-S4 and MP for a keyspace of ``size`` keys (the full benchmark uses 1,000,000)."""
     if size < 10_000:
         raise ValueError(f"size must be at least 10000 keys, got {size}")
     tenth = size // 10

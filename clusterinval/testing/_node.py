@@ -13,6 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from clusterinval._core.cluster_text import slot_ranges
 from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
@@ -258,7 +259,8 @@ def cluster_health_problem(
         if state.get("cluster_state") != "ok":
             return f"node {port} reports cluster_state:{state.get('cluster_state')}"
         slots = node_command(host, port, "CLUSTER", "SLOTS")
-        views.add(tuple(sorted((int(e[0]), int(e[1]), int(e[2][1])) for e in slots)))
+        views.add(tuple(sorted((lo, hi, int(primary[1]))
+                               for lo, hi, primary, _ in slot_ranges(slots))))
         repl = node_info(host, port, "replication")
         replica = repl.get("role") == "slave"
         if roles is not None:

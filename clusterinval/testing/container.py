@@ -4,13 +4,14 @@
 ``redis-server`` with cluster mode on a loopback port, joins them with ``redis-cli --cluster
 create`` run inside the first node's container, and returns once every node reports
 ``cluster_state:ok``, agrees on who owns all 16384 slots, and every replica's link is up.
-Single nodes can be stopped, started again (with their cluster identity), paused and unpaused,
-for fault tests::
+Single nodes can be killed (their container stopped), restarted (with their cluster identity),
+paused and resumed (docker pause and unpause), for fault tests, with the verbs every
+``ClusterBackend`` has::
 
     with RedisClusterContainer(primaries=3, replicas=1) as cluster:
         client = redis.RedisCluster.from_url(cluster.url)
         ...
-        cluster.stop_node(cluster.primaries()[0].port)   # a replica takes over
+        cluster.kill(cluster.primaries()[0].port)   # a replica takes over
         cluster.wait_ok(timeout=30)
 
 Any image that has ``redis-server`` and ``redis-cli`` on its PATH and ``/bin/sh`` works: the
@@ -29,21 +30,17 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import redis
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.docker_client import DockerClient
 
-from clusterinval.testing._node import (
-    Deadline,
-    cluster_health_problem,
-    node_command,
-)
+from clusterinval.testing._node import Deadline, node_command
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free, pick_ports
+from clusterinval.testing.base import ClusterBackend
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -60,11 +57,8 @@ IMAGE_ENV = "CLUSTERINVAL_REDIS_IMAGE"
 DEFAULT_IMAGE = "clusterinval/redis-node:local"
 """The image used when ``CLUSTERINVAL_REDIS_IMAGE`` is not set."""
 
-ROLE_PRIMARY = "primary"
-ROLE_REPLICA = "replica"
 ROLE_UNKNOWN = "unknown"
 
-_POLL_S = 0.05
 _MIN_PRIMARIES = 3  # redis-cli --cluster create refuses fewer
 _LOG_TAIL_LINES = 30
 
@@ -95,7 +89,7 @@ class ContainerNode:
         return f"redis://{self.host}:{self.port}"
 
 
-class RedisClusterContainer:
+class RedisClusterContainer(ClusterBackend[ContainerNode]):
     """A Redis Cluster of N primaries with R replicas each, one container per node.
 
     Args:
@@ -110,6 +104,9 @@ class RedisClusterContainer:
         extra_args: more ``redis-server`` options for every node, e.g. ``("--maxmemory", "64mb")``.
         docker_client_kw: passed to testcontainers' Docker client (e.g. ``{"base_url": ...}``).
     """
+
+    _error = RedisClusterContainerError
+    _poll_s = 0.05
 
     def __init__(
         self,
@@ -137,20 +134,18 @@ class RedisClusterContainer:
             raise ValueError(
                 f"base_port {base_port} leaves no room for {size} nodes and their bus ports"
             )
+        super().__init__(host)
         self.primary_count = primaries
         self.replica_count = replicas
         self.image = image or default_image()
         self.base_port = base_port
         self.node_timeout_ms = node_timeout_ms
-        self.host = host
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = tuple(extra_args)
         self._docker_client_kw = docker_client_kw
         self._token = secrets.token_hex(4)
-        self._ports: list[int] = []
         self._containers: dict[int, DockerContainer] = {}
         self._stopped: set[int] = set()
-        self._paused: set[int] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -181,18 +176,9 @@ class RedisClusterContainer:
         """Remove every container this object started (running, stopped or paused)."""
         self._remove_all(raise_errors=True)
 
-    def __enter__(self) -> Self:
-        if not self._containers:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def _started(self) -> bool:
+        return bool(self._containers)
 
     def _choose_ports(self) -> list[int]:
         size = self.primary_count * (1 + self.replica_count)
@@ -313,85 +299,20 @@ class RedisClusterContainer:
                 raise RedisClusterContainerError(
                     f"node {port} did not answer PING within {deadline.seconds:.0f}s"
                 )
-            time.sleep(_POLL_S)
+            time.sleep(self._poll_s)
 
-    def _wait(self, deadline: Deadline, probe: Callable[[], str | None], what: str) -> None:
-        while True:
-            try:
-                problem = probe()
-            except redis.RedisError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if problem is None:
-                return
-            if deadline.expired():
-                raise RedisClusterContainerError(
-                    f"{what} within {deadline.seconds:.1f}s: {problem}"
-                )
-            time.sleep(_POLL_S)
-
-    # -- health --------------------------------------------------------------------------------
-
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until running nodes say cluster_state:ok, agree on slot owners, replicas linked."""
-        self._require_started()
-        self._wait(Deadline(timeout), self._health_problem, "the cluster did not become healthy")
+    # -- health and inspection -----------------------------------------------------------------
 
     def _live_ports(self) -> list[int]:
         return [p for p in self._ports if p not in self._stopped and p not in self._paused]
 
-    def _health_problem(self) -> str | None:
-        """Say what keeps the running nodes from being one healthy cluster; None when nothing."""
-        return cluster_health_problem(self.host, self._live_ports())
-
-    # -- data ----------------------------------------------------------------------------------
-
-    def flushall(self, timeout: float = 10.0) -> None:
-        """Empty every primary, then wait until every running replica is empty too."""
+    def _node_ports(self) -> list[int]:
         self._require_started()
-        for node in self.primaries():
-            node_command(self.host, node.port, "FLUSHALL")
-
-        def nonempty() -> str | None:
-            for port in self._live_ports():
-                size = int(node_command(self.host, port, "DBSIZE"))
-                if size:
-                    return f"node {port} still holds {size} keys"
-            return None
-
-        self._wait(Deadline(timeout), nonempty, "FLUSHALL did not reach every node")
-
-    # -- inspection ----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The redis:// URL of the first node (a primary when the cluster was created)."""
-        self._require_started()
-        return f"redis://{self.host}:{self._ports[0]}"
-
-    @property
-    def startup_nodes(self) -> list[tuple[str, int]]:
-        """Every node as (host, port), for cluster clients' startup_nodes."""
-        self._require_started()
-        return [(self.host, p) for p in self._ports]
-
-    @property
-    def ports(self) -> list[int]:
-        """The client port of every node, in creation order (primaries first)."""
         return list(self._ports)
 
-    @property
-    def nodes(self) -> list[ContainerNode]:
-        """A snapshot of every node, with the role each running node reports now."""
-        self._require_started()
-        return [self._snapshot(p) for p in self._ports]
-
-    def primaries(self) -> list[ContainerNode]:
-        """The running, unpaused nodes that are primaries now."""
-        return [n for n in self.nodes if n.running and not n.paused and n.role == ROLE_PRIMARY]
-
-    def replicas(self) -> list[ContainerNode]:
-        """The running, unpaused nodes that are replicas now."""
-        return [n for n in self.nodes if n.running and not n.paused and n.role == ROLE_REPLICA]
+    def _listed_by_role(self, node: ContainerNode) -> bool:
+        # A paused container cannot tell its role: it is listed under neither.
+        return node.running and not node.paused
 
     def container(self, port: int) -> DockerContainer:
         """The testcontainers object of the node on ``port`` (for logs, exec and the like)."""
@@ -407,9 +328,7 @@ class RedisClusterContainer:
         paused = port in self._paused
         role = ROLE_UNKNOWN
         if running and not paused:
-            with contextlib.suppress(redis.RedisError):
-                reply = node_command(self.host, port, "ROLE")
-                role = ROLE_REPLICA if str(reply[0]) == "slave" else ROLE_PRIMARY
+            role = self._query_role(port) or ROLE_UNKNOWN
         return ContainerNode(
             port=port,
             container_id=container.get_wrapped_container().id,
@@ -419,13 +338,9 @@ class RedisClusterContainer:
             host=self.host,
         )
 
-    def _require_started(self) -> None:
-        if not self._containers:
-            raise RedisClusterContainerError("the cluster is not started")
-
     # -- faults --------------------------------------------------------------------------------
 
-    def stop_node(self, port: int, timeout_s: int = 10) -> None:
+    def kill(self, port: int, timeout_s: int = 10) -> None:
         """Stop the container of the node on ``port`` (SIGTERM, SIGKILL after ``timeout_s``)."""
         wrapped = self.container(port).get_wrapped_container()
         if port in self._paused:
@@ -435,24 +350,25 @@ class RedisClusterContainer:
         wrapped.stop(timeout=timeout_s)
         self._stopped.add(port)
 
-    def start_node(self, port: int, timeout: float = 30.0) -> None:
-        """Start a node stopped by ``stop_node`` again, with its cluster identity; wait for PING."""
+    def restart(self, port: int, timeout: float = 30.0) -> ContainerNode:
+        """Start the container of a node stopped by ``kill`` again, same identity; wait for PING."""
         wrapped = self.container(port).get_wrapped_container()
         if port not in self._stopped:
             raise RedisClusterContainerError(f"node {port} is not stopped")
         wrapped.start()
         self._stopped.discard(port)
         self._wait_ping(port, Deadline(timeout))
+        return self._snapshot(port)
 
-    def pause_node(self, port: int) -> None:
+    def pause(self, port: int) -> None:
         """Freeze the node on ``port`` (docker pause): it keeps its sockets but answers nothing."""
         if port in self._stopped:
             raise RedisClusterContainerError(f"node {port} is stopped; cannot pause it")
         self.container(port).get_wrapped_container().pause()
         self._paused.add(port)
 
-    def unpause_node(self, port: int) -> None:
-        """Thaw a node frozen by ``pause_node``."""
+    def resume(self, port: int) -> None:
+        """Thaw a node frozen by ``pause`` (docker unpause)."""
         if port not in self._paused:
             raise RedisClusterContainerError(f"node {port} is not paused")
         self.container(port).get_wrapped_container().unpause()

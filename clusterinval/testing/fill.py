@@ -12,6 +12,7 @@ from itertools import islice
 import redis
 
 from clusterinval._core.batching import group_by_slot
+from clusterinval._core.cluster_text import slot_ranges
 from clusterinval._core.slots import SLOT_COUNT
 
 __all__ = ["cluster_primaries", "count_keys", "fill_keys", "scan_all_keys", "slot_owners"]
@@ -44,11 +45,9 @@ def slot_owners(url: str) -> list[tuple[str, int] | None]:
     finally:
         seed.close()
     owners: list[tuple[str, int] | None] = [None] * SLOT_COUNT
-    items = rows.items() if isinstance(rows, dict) else (((r[0], r[1]), r) for r in rows)
-    for (lo, hi), row in items:
-        primary = row["primary"] if isinstance(row, dict) else row[2]
+    for lo, hi, primary, _replicas in slot_ranges(rows):
         h = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
-        for s in range(int(lo), int(hi) + 1):
+        for s in range(lo, hi + 1):
             owners[s] = (h or host, int(primary[1]))
     return owners
 

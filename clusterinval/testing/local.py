@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import redis
 
@@ -29,7 +29,6 @@ from clusterinval.testing._node import (
     LocalClusterError,
     NodeSpawner,
     RedisServerNotFoundError,
-    cluster_health_problem,
     node_command,
     parse_fields,
     resolve_binary,
@@ -37,6 +36,7 @@ from clusterinval.testing._node import (
 )
 from clusterinval.testing._ports import pick_ports
 from clusterinval.testing._process import RedisProcess, log_tail, terminate_all
+from clusterinval.testing.base import ROLE_PRIMARY, ROLE_REPLICA, ClusterBackend
 
 __all__ = [
     "ClusterStatus",
@@ -48,12 +48,8 @@ __all__ = [
     "default_state_dir",
 ]
 
-_POLL_S = 0.02
 _STATE_FILE = "state.json"
 _STATE_VERSION = 1
-
-ROLE_PRIMARY = "primary"
-ROLE_REPLICA = "replica"
 
 
 @dataclass(frozen=True)
@@ -91,8 +87,11 @@ def default_state_dir() -> Path:
     return base / "cluster"
 
 
-class LocalCluster:
+class LocalCluster(ClusterBackend[LocalNode]):
     """A Redis Cluster of local redis-server processes: N primaries with R replicas each."""
+
+    _error = LocalClusterError
+    _poll_s = 0.02
 
     def __init__(
         self,
@@ -113,9 +112,9 @@ class LocalCluster:
         size = primaries * (1 + replicas)
         if ports is not None and len(ports) != size:
             raise ValueError(f"{size} ports needed for {primaries} primaries x {replicas} replicas")
+        super().__init__(host, ports or ())
         self.primary_count = primaries
         self.replica_count = replicas
-        self.host = host
         self.redis_server = redis_server
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = tuple(extra_args)
@@ -125,10 +124,7 @@ class LocalCluster:
         self._workdir: Path | None = None
         self._owns_workdir = False
         self._detached = False
-        self._ports: list[int] = list(ports) if ports is not None else []
         self._procs: dict[int, RedisProcess] = {}
-        self._roles: dict[int, str] = {}
-        self._paused: set[int] = set()
         self._nodeset: NodeSpawner | None = None
         self._atexit_registered = False
 
@@ -185,18 +181,9 @@ class LocalCluster:
         """Stop every server (SIGTERM, then SIGKILL past a deadline) and remove what start made."""
         self._teardown()
 
-    def __enter__(self) -> Self:
-        if not self._procs:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def _started(self) -> bool:
+        return bool(self._procs)
 
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(Exception):
@@ -289,68 +276,23 @@ class LocalCluster:
                 return f"{port} knows {len(seen & want)} of {len(want)} nodes"
         return None
 
-    def _wait(self, deadline: Deadline, probe: Any, what: str) -> None:
-        problem: str | None = "not checked"
-        while True:
-            try:
-                problem = probe()
-            except redis.RedisError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if problem is None:
-                return
-            if deadline.expired():
-                raise LocalClusterError(f"{what} within {deadline.seconds:.1f}s: {problem}")
-            time.sleep(_POLL_S)
-
-    # -- health ------------------------------------------------------------------------------
-
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every live node is ok, agrees on slot owners, and replica links are up."""
-        self._require_started()
-        self._wait(Deadline(timeout), self._health_problem, "cluster not healthy")
+    # -- health and inspection ---------------------------------------------------------------
 
     def _live_ports(self) -> list[int]:
         return [p for p in self._ports if p not in self._paused and self._procs[p].alive()]
-
-    def _health_problem(self) -> str | None:
-        return cluster_health_problem(self.host, self._live_ports(), self._roles)
-
-    # -- inspection --------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The redis:// URL of the first node (a primary when the cluster was built)."""
-        self._require_ports()
-        return f"redis://{self.host}:{self._ports[0]}"
-
-    @property
-    def startup_nodes(self) -> list[tuple[str, int]]:
-        """Every node as (host, port), for cluster clients' startup_nodes."""
-        self._require_ports()
-        return [(self.host, p) for p in self._ports]
-
-    @property
-    def ports(self) -> list[int]:
-        """The client port of every node, primaries first as built."""
-        return list(self._ports)
 
     @property
     def workdir(self) -> Path | None:
         """The directory holding node configs and logs (None before start)."""
         return self._workdir
 
-    @property
-    def nodes(self) -> list[LocalNode]:
-        """A snapshot of every node, with the role each reports now (empty when not started)."""
-        return [self._snapshot(p) for p in self._ports if p in self._procs]
+    def _node_ports(self) -> list[int]:
+        # Empty, not an error, before start.
+        return [p for p in self._ports if p in self._procs]
 
-    def primaries(self) -> list[LocalNode]:
-        """The running nodes that are primaries now."""
-        return [n for n in self.nodes if n.alive and n.role == ROLE_PRIMARY]
-
-    def replicas(self) -> list[LocalNode]:
-        """The running nodes that are replicas now."""
-        return [n for n in self.nodes if n.alive and n.role == ROLE_REPLICA]
+    def _listed_by_role(self, node: LocalNode) -> bool:
+        # A paused process is still alive, and still listed under the role it had.
+        return node.alive
 
     def node_for_port(self, port: int) -> LocalNode:
         """The snapshot of the node on ``port``; KeyError if no node of ours listens there."""
@@ -374,13 +316,6 @@ class LocalCluster:
             paused=paused,
         )
 
-    def _query_role(self, port: int) -> str | None:
-        try:
-            reply = node_command(self.host, port, "ROLE")
-        except redis.RedisError:
-            return None
-        return ROLE_REPLICA if str(reply[0]) == "slave" else ROLE_PRIMARY
-
     def status(self) -> ClusterStatus:
         """Report the URL, each node (role, port, PID, alive) and the cluster_state seen."""
         self._require_started()
@@ -395,27 +330,6 @@ class LocalCluster:
                 state = info.get("cluster_state", "unknown")
                 break
         return ClusterStatus(self.url, nodes, state, str(self._workdir))
-
-    # -- data --------------------------------------------------------------------------------
-
-    def flushall(self, timeout: float = 10.0) -> None:
-        """Empty every primary, then wait until every replica is empty too."""
-        self._require_started()
-        flushed: set[int] = set()
-
-        def flush_then_check() -> str | None:
-            # Roles are asked each round: a failover may have moved the primary role meanwhile.
-            for port in self._live_ports():
-                if port not in flushed and self._query_role(port) == ROLE_PRIMARY:
-                    node_command(self.host, port, "FLUSHALL")
-                    flushed.add(port)
-            for port in self._live_ports():
-                size = int(node_command(self.host, port, "DBSIZE"))
-                if size:
-                    return f"{port} still holds {size} keys"
-            return None
-
-        self._wait(Deadline(timeout), flush_then_check, "flushall did not empty every node")
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -466,14 +380,6 @@ class LocalCluster:
             return self._procs[port]
         except KeyError:
             raise KeyError(f"no node of this cluster on port {port}") from None
-
-    def _require_started(self) -> None:
-        if not self._procs:
-            raise LocalClusterError("the cluster is not started")
-
-    def _require_ports(self) -> None:
-        if not self._ports:
-            raise LocalClusterError("the cluster is not started")
 
     # -- detached mode -----------------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 
 Installed with clusterinval (entry point ``pytest11``), it adds:
 
-- the session fixture ``redis_cluster``: a running 3-primary, 1-replica-each cluster exposing
-  ``.url`` and ``.startup_nodes``. Its backend is ``--clusterinval-backend=local|docker`` or
-  ``$CLUSTERINVAL_TEST_BACKEND`` (default ``local``): ``local`` runs redis-server processes on
-  loopback ports (``LocalCluster``), ``docker`` runs one container per node
-  (``RedisClusterContainer``, image from ``$CLUSTERINVAL_REDIS_IMAGE``);
+- the session fixture ``redis_cluster``: a running 3-primary, 1-replica-each cluster, a
+  ``ClusterBackend`` (``.url``, ``.startup_nodes``, ``.primaries()``, ``.flushall()``, and the
+  fault verbs ``kill``, ``restart``, ``pause``, ``resume``). Its backend is
+  ``--clusterinval-backend=local|docker`` or ``$CLUSTERINVAL_TEST_BACKEND`` (default ``local``):
+  ``local`` runs redis-server processes on loopback ports (``LocalCluster``), ``docker`` runs one
+  container per node (``RedisClusterContainer``, image from ``$CLUSTERINVAL_REDIS_IMAGE``);
 - ``require_docker()``: skip the calling test (or fixture) with the reason when no Docker engine
   or node image is usable, or fail it when ``CI`` is true, where a missing Docker is a broken CI
   and not a reason to skip.
@@ -20,14 +21,17 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from typing import NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    # Only for annotations: the backends load when a fixture first runs.
+    from clusterinval.testing.base import ClusterBackend
 
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
-    "ClusterHandle",
     "docker_problem",
     "in_ci",
     "redis_cluster",
@@ -39,20 +43,6 @@ BACKEND_ENV = "CLUSTERINVAL_TEST_BACKEND"
 BACKENDS = ("local", "docker")
 _OPTION = "--clusterinval-backend"
 _DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-
-
-class ClusterHandle(Protocol):
-    """What ``redis_cluster`` yields, whichever backend runs it."""
-
-    @property
-    def url(self) -> str:
-        """The redis:// URL of one node."""
-        ...
-
-    @property
-    def startup_nodes(self) -> list[tuple[str, int]]:
-        """Every node as (host, port)."""
-        ...
 
 
 def in_ci() -> bool:
@@ -137,7 +127,7 @@ def _backend(config: pytest.Config) -> str:
     return str(chosen)
 
 
-def _local_cluster() -> Iterator[ClusterHandle]:
+def _local_cluster() -> Iterator[ClusterBackend[Any]]:
     from clusterinval.testing.local import LocalCluster, RedisServerNotFoundError
 
     cluster = LocalCluster(primaries=3, replicas=1)
@@ -151,7 +141,7 @@ def _local_cluster() -> Iterator[ClusterHandle]:
         cluster.stop()
 
 
-def _docker_cluster() -> Iterator[ClusterHandle]:
+def _docker_cluster() -> Iterator[ClusterBackend[Any]]:
     require_docker()
     from clusterinval.testing.container import RedisClusterContainer
 
@@ -160,8 +150,8 @@ def _docker_cluster() -> Iterator[ClusterHandle]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(request: pytest.FixtureRequest) -> Iterator[ClusterHandle]:
-    """A running Redis Cluster (3 primaries, 1 replica each) with .url and .startup_nodes."""
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[ClusterBackend[Any]]:
+    """A running Redis Cluster (3 primaries, 1 replica each) of the chosen backend."""
     if _backend(request.config) == "docker":
         yield from _docker_cluster()
     else:

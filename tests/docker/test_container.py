@@ -101,9 +101,9 @@ class TestRunningCluster:
         assert docker_cluster.startup_nodes == [("127.0.0.1", p) for p in docker_cluster.ports]
         assert docker_cluster.url == f"redis://127.0.0.1:{docker_cluster.ports[0]}"
 
-    def test_pause_and_unpause_a_replica(self, docker_cluster: RedisClusterContainer) -> None:
+    def test_pause_and_resume_a_replica(self, docker_cluster: RedisClusterContainer) -> None:
         port = docker_cluster.replicas()[0].port
-        docker_cluster.pause_node(port)
+        docker_cluster.pause(port)
         try:
             snapshot = {n.port: n for n in docker_cluster.nodes}[port]
             assert snapshot.paused and snapshot.running
@@ -112,7 +112,7 @@ class TestRunningCluster:
                 frozen.ping()
             frozen.close()
         finally:
-            docker_cluster.unpause_node(port)
+            docker_cluster.resume(port)
         with node(port) as conn:
             assert conn.ping()
         docker_cluster.wait_ok(timeout=30)
@@ -139,8 +139,8 @@ def test_stop_removes_every_container(small_cluster: RedisClusterContainer) -> N
     assert len(small_cluster.primaries()) == 3 and small_cluster.replicas() == []
     ids = [small_cluster.container(p).get_wrapped_container().id for p in small_cluster.ports]
     first, second = small_cluster.ports[:2]
-    small_cluster.pause_node(first)  # a frozen node and a stopped one are removed too
-    small_cluster.stop_node(second)
+    small_cluster.pause(first)  # a frozen node and a stopped one are removed too
+    small_cluster.kill(second)
     small_cluster.stop()
     client = DockerClient.from_env()
     remaining = {c.id for c in client.containers.list(all=True)}

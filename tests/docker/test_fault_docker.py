@@ -56,7 +56,7 @@ async def test_primary_container_stops_then_invalidation_completes(
     fill_keys(url, doomed + kept)
     wait_synced(victim, heir)
 
-    cluster.stop_node(victim)
+    cluster.kill(victim)
     cluster.wait_ok(timeout=30)
 
     roles = {n.port: n for n in cluster.nodes}
@@ -72,6 +72,6 @@ async def test_primary_container_stops_then_invalidation_completes(
     assert scan_all_keys(url) == set(kept)
 
     # The stopped node comes back as a replica of its heir.
-    cluster.start_node(victim)
+    cluster.restart(victim)
     cluster.wait_ok(timeout=30)
     assert {n.port: n.role for n in cluster.nodes}[victim] == "replica"

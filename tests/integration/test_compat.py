@@ -112,7 +112,10 @@ class TestGuideExamples:
         gone = seed(client, ["endpoint:e1", "endpoint:e1:status", "endpoint:e1:metrics",
                              "endpoint:e1:workers:1", "endpoint:e1:workers:2"])
         kept = seed(client, ["endpoint:e1:config", "endpoint:e2:workers:1"])
-        async with RedisService(cluster_url) as svc:
+        endpoint = Rule("endpoint", keys=("endpoint:{endpoint_id}",),
+                        patterns=("endpoint:{endpoint_id}:workers:*",),
+                        operation_name="endpoint_update")
+        async with RedisService(cluster_url, rules=BUILTIN_RULES.merged([endpoint])) as svc:
             await svc.invalidate_cache_by_patterns(
                 specific_keys=["endpoint:e1", "endpoint:e1:status", "endpoint:e1:metrics"],
                 patterns=["endpoint:e1:workers:*"],

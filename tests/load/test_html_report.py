@@ -32,6 +32,7 @@ from clusterinval.loadtest.html_report import (  # noqa: E402
     bench_figure,
     write_bench_html,
 )
+from clusterinval.testing.pytest_plugin import in_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_PNG = ROOT / "docs" / "loadtest-report.png"
@@ -42,10 +43,6 @@ DELETED_PURPLE = (0x94, 0x67, 0xBD)
 LATENCY_BROWN = (0x8C, 0x56, 0x4B)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 def chromium_binary() -> str:
     """Debian's chromium; skip without it (fail in CI, which installs it)."""
     for name in ("chromium", "chromium-browser"):
@@ -53,7 +50,7 @@ def chromium_binary() -> str:
         if found:
             return found
     reason = "chromium is not installed (apt-get install -y --no-install-recommends chromium)"
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
 

@@ -19,10 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from clusterinval.exposition import MetricsServer
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+from clusterinval.testing.pytest_plugin import in_ci
 
 
 def find_binary(name: str) -> str | None:
@@ -36,7 +33,7 @@ def find_binary(name: str) -> str | None:
 def missing(what: str, package: str = "prometheus") -> NoReturn:
     """Skip on a developer's machine; in CI a missing Prometheus is a failure."""
     reason = f"{what} is not installed (apt-get install -y --no-install-recommends {package})"
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
 

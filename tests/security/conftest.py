@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,12 +17,7 @@ from seckit import (
 )
 
 from clusterinval.testing.local import LocalCluster, RedisServerNotFoundError
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true but {why}", pytrace=False)
-    pytest.skip(why)
+from clusterinval.testing.pytest_plugin import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +26,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     try:
         return make_certs(tmp_path_factory.mktemp("certs"))
     except FileNotFoundError as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise
 
 
@@ -43,10 +37,10 @@ def tls_cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         cluster.start()
     except FileNotFoundError as exc:
-        _unavailable(f"redis-server is not installed: {exc}")
+        unavailable(f"redis-server is not installed: {exc}")
     except TimeoutError as exc:
         cluster.stop()
-        _unavailable(f"redis-server without TLS support? {exc}")
+        unavailable(f"redis-server without TLS support? {exc}")
     try:
         yield cluster
     finally:
@@ -60,7 +54,7 @@ def acl_cluster() -> Iterator[LocalCluster]:
     try:
         cluster.start(timeout=60)
     except RedisServerNotFoundError as exc:
-        _unavailable(f"redis-server is not installed: {exc}")
+        unavailable(f"redis-server is not installed: {exc}")
     try:
         for node in cluster.nodes:
             with redis.Redis(host="127.0.0.1", port=node.port) as c:

@@ -13,9 +13,9 @@ from redis.exceptions import ClusterDownError, ConnectionError
 
 from clusterinval._core.slots import SlotSet, key_slot
 from clusterinval._core.values import NodeAddr
+from clusterinval._invalidator import ClusterInvalidator
 from clusterinval._io.memory import MemoryCluster
 from clusterinval.errors import InvalidationError
-from clusterinval.invalidator import ClusterInvalidator
 from clusterinval.result import InvalidationResult
 
 pytestmark = pytest.mark.anyio

@@ -11,6 +11,15 @@ from clusterinval._core.glob import compile_pattern
 from clusterinval.errors import InvalidInputError
 from clusterinval.rules import BUILTIN_RULES, Rendered, Rule, RuleSet, Templates, render_rule
 
+# An application's own rules, beside the built-in ones.
+APP_RULES = BUILTIN_RULES.merged([
+    Rule("project", keys=("project:{project_id}",),
+         patterns=("project:{project_id}:*", "projects:list:*")),
+    Rule("endpoint",
+         keys=("endpoint:{endpoint_id}", "endpoint:{endpoint_id}:status",
+               "endpoint:{endpoint_id}:metrics"),
+         patterns=("endpoint:{endpoint_id}:workers:*",), operation_name="endpoint_update"),
+])
 
 class TestBuiltinRules:
     def test_user_matches_the_guide(self) -> None:
@@ -37,11 +46,14 @@ class TestBuiltinRules:
     def test_cluster_none_is_the_same_as_absent(self) -> None:
         assert render_rule("cluster", cluster_id=None) == render_rule("cluster")
 
+    def test_only_the_facade_rules_are_built_in(self) -> None:
+        assert set(BUILTIN_RULES) == {"catalog", "user", "cluster"}
+
     def test_project_and_endpoint(self) -> None:
-        assert render_rule("project", project_id="p9") == Rendered(
+        assert render_rule("project", APP_RULES, project_id="p9") == Rendered(
             ("project:p9",), ("project:p9:*", "projects:list:*"), "project"
         )
-        r = render_rule("endpoint", endpoint_id="e1")
+        r = render_rule("endpoint", APP_RULES, endpoint_id="e1")
         assert r.operation_name == "endpoint_update"
         assert r.patterns == ("endpoint:e1:workers:*",)
         assert len(r.keys) == 3
@@ -70,7 +82,7 @@ class TestEscaping:
 
     @pytest.mark.parametrize("value", ["?", "[ab]", "a\\b", "[^x]", "*"])
     def test_every_metacharacter_is_literal(self, value: str) -> None:
-        (pattern,) = render_rule("project", project_id=value).patterns[:1]
+        (pattern,) = render_rule("project", APP_RULES, project_id=value).patterns[:1]
         glob = compile_pattern(pattern)
         assert glob.match(f"project:{value}:x".encode())
         assert not glob.match(b"project:a:x")

@@ -13,7 +13,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from clusterinval import tracing
-from clusterinval._core.planning import Plan, make_plan, validate_operation_name
+from clusterinval._core.planning import Plan, make_plan
 from clusterinval._core.tally import ProgressWatch, RunTally
 from clusterinval._core.values import NodeAddr
 from clusterinval._engine.run import Engine
@@ -171,8 +171,8 @@ class ClusterInvalidator:
 
         With ``dry_run`` nothing is deleted: ``matched`` and ``sample`` tell what would go.
         """
-        operation = validate_operation_name(operation_name)
-        label = self._metrics.operation_label(operation)
+        label = self._metrics.operation_label(operation_name)  # validates the name
+        operation = operation_name
         try:
             if type(dry_run) is not bool:
                 raise InvalidInputError(f"dry_run must be True or False, got {dry_run!r}")
