@@ -78,8 +78,6 @@ class Engine:
         run = _Rounds(ctx)
         if watch is not None:
             watch.follow(tally)
-        # Until the run says otherwise, nothing it was asked for counts as done.
-        tally.uncovered = run.uncovered()
         await self.ensure_view()
         with anyio.move_on_after(options.timeout_s) as scope:
             try:

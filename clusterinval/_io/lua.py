@@ -83,6 +83,11 @@ for p = 6, #ARGV do
   per[#per + 1] = 0
 end
 local np = #prefixes
+-- Only an empty prefix could match the empty key: the per-key test is needed only then.
+local skip_empty = false
+for p = 1, np do
+  if lens[p] == 0 and not empty_ok then skip_empty = true end
+end
 local own_lo, own_hi, moving = {}, {}, {}
 local function myself(line)
   local f = {}
@@ -140,7 +145,7 @@ while s <= hi do
       local hit = {}
       for j = 1, #keys do
         local k = keys[j]
-        if #k > 0 or empty_ok then
+        if not (skip_empty and #k == 0) then
           for p = 1, np do
             if string.sub(k, 1, lens[p]) == prefixes[p] then
               hit[#hit + 1] = k

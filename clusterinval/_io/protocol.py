@@ -8,7 +8,8 @@ Errors are redis-py's exception types, raised or returned exactly where a real s
 them: ``MovedError``/``AskError``/``TryAgainError`` as per-command replies of a pipeline,
 ``ConnectionError``/``TimeoutError`` raised for a node that is gone or silent,
 ``ClusterDownError`` and friends raised for a command the node refuses. Each call is one round
-trip unless it says otherwise; none retries: retrying is the engine's policy, not the seam's.
+trip unless it says otherwise; none retries and none times out on its own: retrying and the
+deadline of each call are the engine's policy, not the seam's.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ so packing them is a join. Connections still come from the client's pool (auth, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from itertools import chain
 from typing import Any, Protocol
@@ -23,6 +24,10 @@ Arg = bytes | int | str
 # sent before the deadline and a healthy node answers in well under a millisecond; a node that
 # does not answer in this time is treated as lost (its replies unread, its keys unconfirmed).
 _DRAIN_S = 0.25
+# Replies are read without a per-read socket timeout: every caller runs under a deadline of its
+# own (the command timeout of the call as a whole), and a timer per reply costs more client time
+# than parsing the reply does.
+_NO_TIMEOUT = math.inf
 
 
 def _arg(a: Arg) -> bytes:
@@ -94,8 +99,13 @@ async def send_many(
         # while the node works on the ones already sent.
         await conn.send_packed_command(b"".join([commands[i] for i in range(sent)]),
                                        check_health=False)
+        read = conn.read_response
         for _ in range(total):
-            reply = await read_reply(conn)
+            # Inlined read_reply: this loop sees every reply of a large call.
+            try:
+                reply = await read(disconnect_on_error=False, timeout=_NO_TIMEOUT)
+            except ResponseError as exc:
+                reply = exc
             if on_reply is not None:
                 on_reply(len(replies), reply)
             replies.append(reply)
@@ -126,7 +136,7 @@ async def read_reply(conn: Any) -> Any:
     try:
         # disconnect_on_error=False: the parser keeps a reply cut short by cancellation, so
         # reading it again resumes where it stopped (see _drain).
-        return await conn.read_response(disconnect_on_error=False)
+        return await conn.read_response(disconnect_on_error=False, timeout=_NO_TIMEOUT)
     except ResponseError as exc:
         return exc
 
