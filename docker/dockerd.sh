@@ -143,6 +143,10 @@ stop() {
         sleep 0.2
     done
     rm -f "$pidfile"
+    # dockerd leaves its network namespace bind-mounted under its exec root: unmount what is
+    # left under our directory, so that the directory can be removed.
+    awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r \
+        | while read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; done
     log "stopped dockerd $pid"
 }
 
