@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from iocontract import key_in
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ClusterDownError, ConnectionError
 
@@ -36,16 +37,6 @@ def invalidator(cluster: MemoryCluster, **options: Any) -> ClusterInvalidator:
     """An invalidator on ``cluster`` with its own metrics registry."""
     return ClusterInvalidator._from_io(cluster, cluster.seeds, registry=CollectorRegistry(),
                                        **{**FAST, **options})
-
-
-def key_in(slot: int, tag: str = "t") -> bytes:
-    """A hash tag that puts a key in ``slot``."""
-    i = 0
-    while True:
-        key = f"{{{tag}{i}}}".encode()
-        if key_slot(key) == slot:
-            return key
-        i += 1
 
 
 def keys_in(slot: int, n: int, prefix: str = "inv") -> list[bytes]:

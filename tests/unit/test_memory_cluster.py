@@ -6,6 +6,7 @@ from collections import deque
 
 import anyio
 import pytest
+from iocontract import key_in, keys_in
 from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
@@ -24,21 +25,6 @@ from clusterinval._io.memory import MemoryCluster, redis_error
 
 pytestmark = pytest.mark.anyio
 
-
-def key_in(slot: int, tag: str = "k") -> bytes:
-    """A key that hashes to ``slot`` (found by trying hash tags)."""
-    i = 0
-    while True:
-        key = f"{{{tag}{i}}}".encode()
-        if key_slot(key) == slot:
-            return key
-        i += 1
-
-
-def keys_in(slot: int, n: int, prefix: str = "x") -> list[bytes]:
-    """``n`` keys of ``slot``: one hash tag, different suffixes."""
-    tag = key_in(slot)
-    return [tag + f":{prefix}{i}".encode() for i in range(n)]
 
 
 async def scan_all(cluster: MemoryCluster, node: NodeAddr, match: bytes = b"*",
