@@ -464,12 +464,10 @@ async def subscribe(
         send, receive = anyio.create_memory_object_stream[InvalidationEvent](buffer)
         state = _Subscriber(topology, send, heartbeat_s=heartbeat_s, recheck_s=recheck_s,
                             connect_timeout_s=connect_timeout_s)
-        with receive:
-            try:
-                conn = await state.first_connection()
-            except BaseException:
-                send.close()
-                raise
+        # Both ends are closed here whatever happens: the subscriber task may be cancelled
+        # before it ever ran (and closed the sending end itself).
+        with send, receive:
+            conn = await state.first_connection()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(state.run, conn, name="clusterinval-events-subscriber")
                 try:

@@ -71,54 +71,47 @@ class ClientScan:
     async def serve(self, node: NodeAddr, scan_pass: ScanPass, index: int,
                     source: NodeAddr) -> None:
         """SCAN ``source`` (``node`` or its replica), delete on the owners through a stream."""
-        send, recv = anyio.create_memory_object_stream[list[bytes]](
-            self._ctx.options.stream_depth)
+        ctx = self._ctx
+        script = await ctx.unlinker.script_ready(node, "batch")
         failure: list[BaseException] = []
-        script = await self._ctx.unlinker.script_ready(node, "batch")
-        try:
-            await self._scan_into_deleters(node, source, scan_pass, index, recv, send, script,
-                                           failure)
-        except BaseExceptionGroup as group:
-            # A deleter's error arrives wrapped by the task group; the job needs it plain.
-            raise leading_error(group) from None
+        send, recv = anyio.create_memory_object_stream[list[bytes]](ctx.options.stream_depth)
+        # Both ends are closed however the pass ends (a job cancelled mid-pass included); the
+        # deleters share the one receiving end, so no clone is left to the garbage collector.
+        with send, recv:
+            try:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(ctx.options.deleters_per_node):
+                        tg.start_soon(self._deleter, node, scan_pass, index, recv, script)
+                    with send:  # closing it tells the deleters the scan is over
+                        await self._scan(node, source, scan_pass, send, failure)
+            except BaseExceptionGroup as group:
+                # A deleter's error arrives wrapped by the task group; the job needs it plain.
+                raise leading_error(group) from None
         if failure:
             raise failure[0]
 
-    async def _scan_into_deleters(
-        self,
-        node: NodeAddr,
-        source: NodeAddr,
-        scan_pass: ScanPass,
-        index: int,
-        recv: MemoryObjectReceiveStream[list[bytes]],
-        send: MemoryObjectSendStream[list[bytes]],
-        script: bool,
-        failure: list[BaseException],
-    ) -> None:
+    async def _scan(self, node: NodeAddr, source: NodeAddr, scan_pass: ScanPass,
+                    send: MemoryObjectSendStream[list[bytes]],
+                    failure: list[BaseException]) -> None:
         ctx = self._ctx
         io = ctx.topology.node(source)
         tally = ctx.tally.node(node)
-        async with anyio.create_task_group() as tg:
-            for _ in range(ctx.options.deleters_per_node):
-                tg.start_soon(self._deleter, node, scan_pass, index, recv.clone(), script)
-            recv.close()
-            async with send:
-                cursor = 0
-                count = ctx.options.scan_count
-                match = scan_pass.match
-                try:
-                    while True:
-                        cursor, keys = await ctx.call(
-                            source, partial(io.scan, cursor, match, count), "SCAN")
-                        tally.scan_calls += 1
-                        tally.read += count
-                        if keys:
-                            await send.send(keys)
-                        if cursor == 0:
-                            break
-                except (RedisError, OSError, TimeoutError) as exc:
-                    # Let the deleters finish what was found, then report the pass unfinished.
-                    failure.append(exc)
+        cursor = 0
+        count = ctx.options.scan_count
+        match = scan_pass.match
+        try:
+            while True:
+                cursor, keys = await ctx.call(source, partial(io.scan, cursor, match, count),
+                                              "SCAN")
+                tally.scan_calls += 1
+                tally.read += count
+                if keys:
+                    await send.send(keys)
+                if cursor == 0:
+                    break
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Let the deleters finish what was found, then report the pass as unfinished.
+            failure.append(exc)
 
     async def _deleter(
         self,
@@ -133,8 +126,7 @@ class ClientScan:
         # With the server-side batch step every SCAN batch goes at once (one call serves many
         # slots); with plain UNLINK, keys wait per slot so that each command carries several.
         batcher = None if script else SlotBatcher(options.unlink_batch, per_task)
-        async with recv:
-            async for keys in recv:
-                await self._sink.consume(node, scan_pass, index, keys, batcher)
+        async for keys in recv:
+            await self._sink.consume(node, scan_pass, index, keys, batcher)
         if batcher is not None and batcher.held:
             await self._ctx.delete(batcher.drain())
