@@ -18,7 +18,7 @@ from clusterinval.errors import (
 )
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions
-from clusterinval.result import InvalidationResult, NodeResult
+from clusterinval.result import Explanation, InvalidationResult, NodeResult, PatternCost
 from clusterinval.rules import Rule, RuleSet
 from clusterinval.sync import SyncClusterInvalidator
 
@@ -27,6 +27,7 @@ __all__ = [
     "ClusterInvalError",
     "ClusterInvalidator",
     "ClusterPermissionError",
+    "Explanation",
     "InvalidInputError",
     "InvalidKeyError",
     "InvalidOperationNameError",
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidatorOptions",
     "Metrics",
     "NodeResult",
+    "PatternCost",
     "Progress",
     "ProgressWatch",
     "Rule",

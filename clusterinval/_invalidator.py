@@ -16,6 +16,7 @@ from clusterinval import tracing
 from clusterinval._core.planning import Plan, make_plan
 from clusterinval._core.tally import ProgressWatch, RunTally
 from clusterinval._core.values import NodeAddr
+from clusterinval._engine.explain import explain_plan
 from clusterinval._engine.run import Engine
 from clusterinval._engine.topology import Topology
 from clusterinval._io.protocol import ClusterIO
@@ -30,7 +31,7 @@ from clusterinval.errors import (
 from clusterinval.events import publish_event
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
-from clusterinval.result import InvalidationResult, NodeResult
+from clusterinval.result import Explanation, InvalidationResult, NodeResult
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -241,6 +242,22 @@ class ClusterInvalidator:
 
         keys, patterns, operation = render_rule(name, rules or self._rules, **params)
         return await self.invalidate(keys, patterns, operation, dry_run)
+
+    async def explain(
+        self,
+        keys: Iterable[str | bytes] | None = None,
+        patterns: Iterable[str | bytes] | None = None,
+        *,
+        allow_match_all: bool = False,
+    ) -> Explanation:
+        """What invalidating ``keys`` and ``patterns`` would cost, pattern by pattern.
+
+        Reads only (DBSIZE of each primary, the keys of a hash-tagged slot); deletes nothing.
+        """
+        plan = make_plan(keys, patterns, allow_match_all=allow_match_all,
+                         max_keys=self._options.max_keys_per_call)
+        engine = await self._ensure_engine()
+        return await explain_plan(engine, plan, self._options.command_timeout_s)
 
     def progress_watch(self) -> ProgressWatch:
         """A live counter object to pass as ``progress=`` and read with ``.snapshot()``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["InvalidationResult", "NodeResult"]
+__all__ = ["Explanation", "InvalidationResult", "NodeResult", "PatternCost"]
 
 
 def _text(key: bytes) -> str:
@@ -66,3 +66,42 @@ class InvalidationResult:
         data["per_pattern"] = {p: n for p, n in self.per_pattern}
         data["uncovered_slot_count"] = self.uncovered_slot_count
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class PatternCost:
+    """What one pattern costs, from ``explain``.
+
+    ``cost`` is ``exact`` (it names one key), ``one-slot`` (a hash tag fixes its slot: one
+    node, one slot), ``prefix-walk`` (every slot of every primary is read, server-side, by
+    prefix), ``full-scan`` (every primary is SCANned) or ``covered`` (a broader pattern of the
+    same call serves it). ``keys_to_read`` is what serving it reads: the slot's keys, or every
+    key of the cluster (DBSIZE). ``suggestion`` is the one-slot pattern the same entries would
+    have if written under a hash tag (keys ``{user:42}:...`` instead of ``user:42:...``).
+    """
+
+    pattern: str
+    cost: str
+    keys_to_read: int
+    slot: int | None = None
+    suggestion: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What an invalidation would cost, pattern by pattern, before running it."""
+
+    keys: int  # exact keys asked for
+    key_nodes: int  # primaries those keys live on (one round trip each)
+    patterns: tuple[PatternCost, ...]
+    cluster_keys: int  # keys in the whole cluster (sum of the primaries' DBSIZE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {"keys": self.keys, "key_nodes": self.key_nodes,
+                "cluster_keys": self.cluster_keys,
+                "patterns": [p.to_dict() for p in self.patterns]}

@@ -19,7 +19,7 @@ from anyio.from_thread import BlockingPortal
 
 from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import ClusterInvalError, InvalidInputError
-from clusterinval.result import InvalidationResult
+from clusterinval.result import Explanation, InvalidationResult
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -157,6 +157,22 @@ class SyncClusterInvalidator:
             return inv.invalidate(
                 key_list, pattern_list, operation_name, dry_run, allow_match_all=allow_match_all
             )
+
+        return self._run(call)
+
+    def explain(
+        self,
+        keys: Iterable[str | bytes] | None = None,
+        patterns: Iterable[str | bytes] | None = None,
+        *,
+        allow_match_all: bool = False,
+    ) -> Explanation:
+        """What invalidating ``keys`` and ``patterns`` would cost; nothing is deleted."""
+        key_list = None if keys is None else list(keys)
+        pattern_list = None if patterns is None else list(patterns)
+
+        def call(inv: ClusterInvalidator) -> Awaitable[Explanation]:
+            return inv.explain(key_list, pattern_list, allow_match_all=allow_match_all)
 
         return self._run(call)
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from clusterinval.cli import bench_cmd, cluster_cmd, demo, invalidate_cmd, loadtest_cmd
+from clusterinval.cli import bench_cmd, cluster_cmd, demo, explain_cmd, invalidate_cmd, loadtest_cmd
 from clusterinval.cli.base import Command, Group
 from clusterinval.cli.output import err_console, out_console
 
@@ -61,6 +61,7 @@ def _root(
 
 app.command("invalidate", cls=Command)(invalidate_cmd.invalidate)
 app.command("count", cls=Command)(invalidate_cmd.count)
+app.command("explain", cls=Command)(explain_cmd.explain)
 app.add_typer(cluster_cmd.app, name="cluster")
 app.command("demo", cls=Command)(demo.demo)
 app.command("loadtest", cls=Command)(loadtest_cmd.loadtest)
