@@ -13,7 +13,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from clusterinval import tracing
+from clusterinval._core.costing import shapes
 from clusterinval._core.planning import Plan, make_plan
+from clusterinval._core.pressure import PatternPressure, shape_of
 from clusterinval._core.tally import ProgressWatch, RunTally
 from clusterinval._core.values import NodeAddr
 from clusterinval._engine.explain import explain_plan
@@ -65,6 +67,7 @@ class ClusterInvalidator:
         )
         self._rules = rules
         self._open_lock = anyio.Lock()
+        self._pressure = PatternPressure()
         self._closed = False
 
     @classmethod
@@ -222,12 +225,25 @@ class ClusterInvalidator:
                 self._metrics.run_finished(label, final, outcome_label)
             span.record(result)
         self._log(result)
+        self._watch_pressure(plan, result)
         if self._options.publish_events and not dry_run:
             await publish_event(self._topology_or_fail(), result, plan.keys + tuple(
                 plan.literal_origins), plan.patterns)
         if not result.complete:
             raise InvalidationError(_incomplete_message(result), result)
         return result
+
+    def _watch_pressure(self, plan: Plan, result: InvalidationResult) -> None:
+        """Warn once per pattern shape that reads the whole keyspace faster than sustainable."""
+        if not plan.passes:
+            return
+        now = time.monotonic()
+        for shape in shapes(plan):
+            if shape.cost in ("prefix-walk", "full-scan"):
+                warning = self._pressure.observe(shape_of(plan.patterns[shape.index]), now,
+                                                 result.duration_s)
+                if warning is not None:
+                    log.warning("%s", warning)
 
     def _topology_or_fail(self) -> Topology:
         if self._topology is None:

@@ -66,3 +66,16 @@ def test_cli_json(cluster_url: str) -> None:
     assert [p["cost"] for p in data["patterns"]] == ["prefix-walk", "one-slot"]
     assert data["patterns"][0]["suggestion"] == "{user:42}:*"
     assert data["patterns"][1]["keys_to_read"] == 30
+
+
+async def test_repeated_full_keyspace_patterns_warn_once_per_shape(
+    cluster_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fill(cluster_url)
+    caplog.set_level("WARNING", logger="clusterinval")
+    async with ClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry()) as inv:
+        for i in range(8):  # back to back: the cluster reads its keyspace all the time
+            await inv.invalidate(patterns=[f"user:{i}:*"], operation_name="user")
+            await inv.invalidate(patterns=[f"{{tenant:{i}}}:*"], operation_name="tenant")
+    said = [r.getMessage() for r in caplog.records if "whole keyspace" in r.getMessage()]
+    assert len(said) == 1 and "'user:#:*'" in said[0]
