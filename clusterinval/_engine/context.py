@@ -34,6 +34,7 @@ class RunContext:
     limits: Limits
     unlinker: Unlinker
     dry_run: bool
+    watched: bool = False  # a progress display follows this run
 
     async def call(self, node: NodeAddr, fn: Callable[[], Awaitable[T]],
                    what: str = "a command") -> T:

@@ -91,9 +91,15 @@ class NodePasses:
         source = await self._client.source(node) if ctx.options.scan_on_replicas else node
         io = ctx.topology.node(node)
         tally = ctx.tally.node(node)
-        # One O(1) command: what a scan will read, and what live progress is measured against.
-        size = await ctx.call(node, io.dbsize, "DBSIZE")
-        tally.size = max(tally.size, size)
+
+        async def read_size() -> int:
+            # One O(1) command: what a scan will read, and what live progress is measured against.
+            size = await ctx.call(node, io.dbsize, "DBSIZE")
+            tally.size = max(tally.size, size)
+            return size
+
+        # A walk needs no DBSIZE of its own: read it up front only for a live display.
+        size = await read_size() if ctx.watched else None
         proven = SlotSet()
         # Server-side paths read the primary; scanning a replica instead needs the client path.
         if (cluster and source == node and all(g.prefix_only for g in scan_pass.globs)
@@ -103,6 +109,8 @@ class NodePasses:
             if whole:
                 tally.read = max(tally.read, tally.size)
                 return proven, False
+        if size is None:
+            size = await read_size()
         if (scan_pass.server_exact and source == node
                 and await ctx.unlinker.script_ready(node, "scan_step")):
             await self._server.serve(node, scan_pass)

@@ -74,7 +74,7 @@ class Engine:
                             command="EXISTS" if dry_run else "UNLINK",
                             use_scripts=options.server_scripts)
         ctx = RunContext(self.topology, options, plan, tally, self._policy, self.limits,
-                         unlinker, dry_run)
+                         unlinker, dry_run, watched=watch is not None)
         run = _Rounds(ctx)
         if watch is not None:
             watch.follow(tally)

@@ -75,11 +75,6 @@ class Unlinker:
         self._moved: dict[int, NodeAddr] = {}
         self._moved_generation = -1
 
-    @property
-    def deletes(self) -> bool:
-        """True when this unlinker deletes (False: it only counts, for a dry run)."""
-        return self._command == "UNLINK"
-
     async def script_ready(self, node: NodeAddr, name: ScriptName) -> bool:
         """True when server-side steps may run on ``node`` (never in a dry run)."""
         return self._use_scripts and await self._topology.node(node).script_ready(name)

@@ -317,33 +317,36 @@ class RedisNode:
         if not calls:
             return []
 
-        def reply_of(index: int, raw: Any) -> Any:
-            if isinstance(raw, BaseException):
-                return raw
-            offsets = batch_offsets(calls[index])
-            return int(raw[0]), [offsets[int(i)] for i in raw[1] or []]
+        replies: list[Any] = [None] * len(calls)
 
         def seen(index: int, raw: Any) -> None:
-            if on_reply is not None and not isinstance(raw, NoScriptError):
-                on_reply(index, reply_of(index, raw))
+            # Each reply is converted once, as it is read; a NOSCRIPT reply waits for the retry.
+            if isinstance(raw, BaseException):
+                replies[index] = raw
+                if isinstance(raw, NoScriptError):
+                    return
+            else:
+                failed = raw[1]
+                if failed:
+                    offsets = batch_offsets(calls[index])
+                    failed = [offsets[int(i)] for i in failed]
+                replies[index] = (int(raw[0]), failed or [])
+            if on_reply is not None:
+                on_reply(index, replies[index])
 
         sha = await self._loaded("batch")
-        raws = await send_many(self.client, _PackedCalls(sha, calls), window=window,
-                               on_reply=seen)
-        if any(isinstance(r, NoScriptError) for r in raws):
-            again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
+        await send_many(self.client, _PackedCalls(sha, calls), window=window, on_reply=seen)
+        again = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if again:
             new_sha = await self._reload("batch")
             if new_sha is not None:
-                redo = [calls[i] for i in again]
 
                 def seen_again(k: int, raw: Any) -> None:
                     seen(again[k], raw)
 
-                for i, raw in zip(again, await send_many(
-                        self.client, _PackedCalls(new_sha, redo), window=window,
-                        on_reply=seen_again), strict=True):
-                    raws[i] = raw
-        return [reply_of(i, r) for i, r in enumerate(raws)]
+                await send_many(self.client, _PackedCalls(new_sha, [calls[i] for i in again]),
+                                window=window, on_reply=seen_again)
+        return replies
 
     async def scan_step(self, cursor: int, match: bytes, count: int, *,
                         on_late: Callable[[ScanStep], None] | None = None) -> ScanStep:
