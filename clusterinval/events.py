@@ -417,9 +417,17 @@ class _Subscriber:
             return
         with anyio.fail_after(self.connect_timeout_s):
             view = await self.topology.refresh()
-        owner = _channel_node(view)
-        if self.node != owner and self.node not in view.replicas.get(owner, ()):
+            owner = _channel_node(view)
+            if self._in_shard(view, owner):
+                return
+            # The node that answered may lag behind a failover. What the owner itself knows
+            # decides: it forwards each SPUBLISH to the shard members it knows of.
+            own = await self.topology.io.node(owner).cluster_view()
+        if own is None or own.owner(CHANNEL_SLOT) != owner or not self._in_shard(own, owner):
             raise _Lost(f"the events channel's slot moved to {owner}")
+
+    def _in_shard(self, view: ClusterView, owner: NodeAddr) -> bool:
+        return self.node == owner or self.node in view.replicas.get(owner, ())
 
 
 def _decode(payload: object) -> InvalidationEvent:

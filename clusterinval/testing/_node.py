@@ -247,9 +247,10 @@ def cluster_health_problem(
 ) -> str | None:
     """What keeps the running nodes ``live`` from being one healthy cluster; None when nothing.
 
-    Healthy: every node says cluster_state:ok, all agree on who owns each slot, all 16384 slots
-    are assigned to running nodes, and every replica's link to its primary is up. ``roles``, when
-    given, receives each node's current role ("primary" or "replica").
+    Healthy: every node says cluster_state:ok and knows every running node, all agree on who
+    owns each slot, all 16384 slots are assigned to running nodes, and every replica's link to
+    its primary is up. ``roles``, when given, receives each node's current role ("primary" or
+    "replica").
     """
     if not live:
         return "no node is running"
@@ -258,6 +259,9 @@ def cluster_health_problem(
         state = parse_fields(str(node_command(host, port, "CLUSTER", "INFO")))
         if state.get("cluster_state") != "ok":
             return f"node {port} reports cluster_state:{state.get('cluster_state')}"
+        known = int(state.get("cluster_known_nodes", 0))
+        if known < len(live):  # gossip has not yet introduced every node to every other
+            return f"node {port} knows {known} of the {len(live)} running nodes"
         slots = node_command(host, port, "CLUSTER", "SLOTS")
         views.add(tuple(sorted((lo, hi, int(primary[1]))
                                for lo, hi, primary, _ in slot_ranges(slots))))
