@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +16,15 @@ from redis.exceptions import RedisError
 
 from clusterinval import tracing
 from clusterinval._core.costing import shapes
+from clusterinval._core.merging import combine, split_plan
 from clusterinval._core.planning import Plan, make_plan
 from clusterinval._core.pressure import PatternPressure, shape_of
 from clusterinval._core.tally import ProgressWatch, RunTally
 from clusterinval._core.values import NodeAddr
 from clusterinval._engine.explain import explain_plan
+from clusterinval._engine.retry import leading_error
 from clusterinval._engine.run import Engine
+from clusterinval._engine.sharing import SharedPasses, ShareOutcome
 from clusterinval._engine.topology import Topology
 from clusterinval._io.protocol import ClusterIO
 from clusterinval._io.redis_io import CONNECTION_OPTIONS, RedisClusterIO
@@ -62,6 +67,7 @@ class ClusterInvalidator:
         self._client = client
         self._topology: Topology | None = None
         self._engine: Engine | None = None
+        self._sharing: SharedPasses | None = None
         self._metrics = metrics or Metrics(
             registry, max_operations=self._options.max_operation_names
         )
@@ -109,6 +115,9 @@ class ClusterInvalidator:
                    else self._options.command_timeout_s)
         self._topology = Topology(io, seeds, timeout_s=timeout)
         self._engine = Engine(self._topology, self._options)
+        if self._options.shared_passes:
+            self._sharing = SharedPasses(self._engine, self._options.gather_window_s,
+                                         on_pass=self._metrics.shared_pass)
 
     @property
     def options(self) -> InvalidatorOptions:
@@ -192,13 +201,14 @@ class ClusterInvalidator:
         self._metrics.run_started(label)
         outcome_label: Outcome = "failed"
         result: InvalidationResult | None = None
-        raw = RunTally(len(plan.patterns))
+        parts = _Parts(plan)
         with tracing.invalidation_span(
             operation, keys=len(plan.keys) + len(plan.literal_origins),
             patterns=len(plan.patterns), dry_run=dry_run,
         ) as span:
             try:
-                await engine.run(plan, raw, dry_run=dry_run, watch=progress)
+                await self._execute(engine, parts, dry_run, progress)
+                raw = parts.tally()
                 result = self._result(operation, plan, raw, dry_run,
                                       time.perf_counter() - started)
                 outcome_label = "complete" if result.complete else "partial"
@@ -209,6 +219,7 @@ class ClusterInvalidator:
                 self._metrics.error(label, "permission" if refused else "connection")
                 span.record_error(exc)
                 # What the run did before it stopped travels with the error.
+                raw = parts.tally()
                 exc.result = self._result(operation, plan, raw, dry_run,
                                           time.perf_counter() - started, failed=True)
                 log.warning("invalidation %s %s after deleting %d keys: %s", operation,
@@ -220,18 +231,39 @@ class ClusterInvalidator:
                 raise
             finally:
                 # Whatever ended the run, every deletion a node confirmed is counted.
-                final = result or self._result(operation, plan, raw, dry_run,
+                final = result or self._result(operation, plan, parts.tally(), dry_run,
                                                time.perf_counter() - started, failed=True)
-                self._metrics.run_finished(label, final, outcome_label)
+                self._metrics.run_finished(label, parts.for_metrics(final), outcome_label)
             span.record(result)
         self._log(result)
-        self._watch_pressure(plan, result)
+        if parts.outcome is None or parts.outcome.scan_work:  # a shared reading counts once
+            self._watch_pressure(plan, result)
         if self._options.publish_events and not dry_run:
             await publish_event(self._topology_or_fail(), result, plan.keys + tuple(
                 plan.literal_origins), plan.patterns)
         if not result.complete:
             raise InvalidationError(_incomplete_message(result), result)
         return result
+
+    async def _execute(self, engine: Engine, parts: _Parts, dry_run: bool,
+                       progress: ProgressWatch | None) -> None:
+        """Run the call: alone, or its full-keyspace part in a shared pass beside its own part."""
+        sharing = self._sharing
+        if sharing is None or dry_run or progress is not None:
+            await engine.run(parts.plan, parts.own, dry_run=dry_run, watch=progress)
+            return
+        own, shared = split_plan(parts.plan)
+        if shared is None:
+            await engine.run(parts.plan, parts.own, dry_run=False)
+            return
+        parts.share = RunTally(len(parts.plan.patterns))
+        try:
+            async with anyio.create_task_group() as tg:
+                if own.keys or own.literal_origins or own.passes:
+                    tg.start_soon(partial(engine.run, own, parts.own, dry_run=False))
+                parts.outcome = await sharing.serve(shared, parts.share, self._options.timeout_s)
+        except BaseExceptionGroup as group:
+            raise leading_error(group) from group
 
     def _watch_pressure(self, plan: Plan, result: InvalidationResult) -> None:
         """Warn once per pattern shape that reads the whole keyspace faster than sustainable."""
@@ -330,6 +362,37 @@ class ClusterInvalidator:
             result.operation, verb, count, result.matched, result.scanned, result.duration_s,
             "" if result.complete else f"; {result.uncovered_slot_count} slots NOT covered",
         )
+
+
+class _Parts:
+    """One call's tallies: its own run and, when it joined a shared pass, its share of it."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.own = RunTally(len(plan.patterns))
+        self.share: RunTally | None = None
+        self.outcome: ShareOutcome | None = None
+
+    def tally(self) -> RunTally:
+        """What the call did, all parts together."""
+        return self.own if self.share is None else combine(self.own, self.share)
+
+    def for_metrics(self, result: InvalidationResult) -> InvalidationResult:
+        """``result`` as the metrics count it: a key a shared pass deleted for several calls
+        counts once (for the first), and the pass's reads count for one of its calls."""
+        if self.share is None:
+            return result
+        own = self.own
+        credit = self.outcome.credit if self.outcome is not None else 0
+        scan_work = self.outcome is not None and self.outcome.scan_work
+        nodes = result.nodes if scan_work else tuple(
+            NodeResult(node=addr.name, deleted=c.deleted, matched=c.matched, scanned=c.scanned,
+                       scan_calls=c.scan_calls, unlink_calls=c.unlink_calls,
+                       duration_s=round(c.busy_s, 6))
+            for addr, c in sorted(own.nodes.items()))
+        return replace(
+            result, deleted=own.deleted + credit, matched=own.matched + credit,
+            scanned=result.scanned if scan_work else own.scanned, nodes=nodes)
 
 
 def _incomplete_message(result: InvalidationResult) -> str:

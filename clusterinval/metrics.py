@@ -32,6 +32,7 @@ __all__ = [
     "METRIC_NAMES",
     "NODE_SCAN_BUCKETS",
     "OUTCOMES",
+    "SHARED_PASS_BUCKETS",
     "ErrorKind",
     "Metrics",
     "Outcome",
@@ -57,6 +58,8 @@ NODE_SCAN_BUCKETS: Final[tuple[float, ...]] = (
 KEYS_BUCKETS: Final[tuple[float, ...]] = (
     0, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 1_000_000, 10_000_000,
 )
+# Calls one shared pass served: alone, a few, or a storm of concurrent callers.
+SHARED_PASS_BUCKETS: Final[tuple[float, ...]] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 # Exposed family names (counters gain ``_total``, histograms ``_bucket``/``_sum``/``_count``).
 METRIC_NAMES: Final[tuple[str, ...]] = (
@@ -72,6 +75,7 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
     "clusterinval_node_keys_scanned_total",
     "clusterinval_invalidations_in_progress",
     "clusterinval_last_success_timestamp_seconds",
+    "clusterinval_shared_pass_calls",
 )
 
 # A cluster has at most ~1000 nodes; this only guards against a node label churning without end
@@ -96,6 +100,7 @@ class _Instruments:
     node_scanned: Counter
     in_progress: Gauge
     last_success: Gauge
+    shared_pass: Histogram
     lock: threading.Lock = field(default_factory=threading.Lock)
     operations: set[str] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)
@@ -144,6 +149,10 @@ class _Instruments:
             last_success=Gauge(
                 "clusterinval_last_success_timestamp_seconds", "Unix time the last complete "
                 "invalidation finished.", op, registry=registry),
+            shared_pass=Histogram(
+                "clusterinval_shared_pass_calls", "Calls served by one shared pass (concurrent "
+                "full-keyspace invalidations merged into one reading of the keyspace).",
+                buckets=SHARED_PASS_BUCKETS, registry=registry),
         )
 
     def admit(self, operation: str) -> None:
@@ -291,6 +300,10 @@ class Metrics:
             inst.node_scanned.labels(op, node_label).inc(max(node.scanned, 0))
         if outcome == "complete":
             inst.last_success.labels(op).set(time.time())
+
+    def shared_pass(self, calls: int) -> None:
+        """Record one shared pass and the number of calls it served."""
+        self._inst.shared_pass.observe(max(calls, 0))
 
     def error(self, operation: str, kind: ErrorKind) -> None:
         """Count one error of ``kind`` (unknown kinds are counted as ``other``)."""

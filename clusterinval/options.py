@@ -56,6 +56,10 @@ class InvalidatorOptions:
     pause before a node's next call while its round trips exceed that many milliseconds;
     ``scan_on_replicas`` runs SCAN on a caught-up replica of each primary (deletes stay on the
     primary). See docs/resilience.md.
+
+    Application traffic: with ``shared_passes`` concurrent calls that must read the whole
+    keyspace share one reading of it (each still gets its own result); a call waits up to
+    ``gather_window_s`` for others to join. See docs/performance.md.
     """
 
     scan_count: int = 1000
@@ -79,6 +83,8 @@ class InvalidatorOptions:
     adaptive_latency_ms: float | None = None
     server_scripts: bool = True
     publish_events: bool = False
+    shared_passes: bool = True
+    gather_window_s: float = 0.002
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _INT_RANGES.items():
@@ -86,11 +92,16 @@ class InvalidatorOptions:
         for name in ("timeout_s", "command_timeout_s", "connect_timeout_s", "backoff_cap_s"):
             _check_number(name, getattr(self, name), allow_zero=False)
         _check_number("backoff_base_s", self.backoff_base_s, allow_zero=True)
+        _check_number("gather_window_s", self.gather_window_s, allow_zero=True)
+        if self.gather_window_s > 1.0:
+            raise InvalidInputError(
+                f"option gather_window_s must be at most 1 s (it delays every full-keyspace "
+                f"call), got {self.gather_window_s!r}")
         for name in ("keys_per_second", "node_keys_per_second", "adaptive_latency_ms"):
             value = getattr(self, name)
             if value is not None:
                 _check_number(name, value, allow_zero=False, or_none=True)
-        for name in ("scan_on_replicas", "server_scripts", "publish_events"):
+        for name in ("scan_on_replicas", "server_scripts", "publish_events", "shared_passes"):
             value = getattr(self, name)
             if type(value) is not bool:
                 raise InvalidInputError(f"option {name} must be True or False, got {value!r}")

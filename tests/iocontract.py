@@ -448,6 +448,7 @@ async def slot_walk_proves_reads_skips_and_caps(b: Backend) -> None:
     first, second = steps[0][2], steps[1][2]
     assert first.next_slot == -1 and first.examined == 3 and first.matched == 3
     assert first.deleted == 3 and first.per_prefix == [2, 1, 0] and first.left == []
+    assert first.per_prefix_all == [2, 3, 0]  # a key under every prefix it starts with
     assert first.big_slots == [owned[1]] and first.unproven == []
     assert second.unproven == [foreign] and second.examined == 0
     assert set(big) <= b.all_keys() and not set(small) & b.all_keys()

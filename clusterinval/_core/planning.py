@@ -27,7 +27,7 @@ from clusterinval.errors import (
 
 __all__ = [
     "MAX_PATTERNS_PER_CALL", "Plan", "ScanPass", "is_short_identifier", "make_plan",
-    "to_bytes_key", "validate_operation_name",
+    "shared_passes", "to_bytes_key", "validate_operation_name",
 ]
 
 # Patterns one call may carry: each is matched against every scanned key of its pass.
@@ -240,8 +240,12 @@ def _plan_passes(globs: Sequence[tuple[int, Glob]]) -> list[ScanPass]:
             free.append((i, g))
     for slot, members in sorted(by_slot.items()):
         passes.append(_pass(members, SlotSet([slot])))
+    passes.extend(_prefix_groups(free))
+    return passes
 
-    # Full-keyspace patterns: group by shared literal prefix.
+
+def _prefix_groups(free: Sequence[tuple[int, Glob]]) -> list[ScanPass]:
+    """Full-keyspace passes for ``free``, patterns grouped by shared literal prefix."""
     groups: list[list[tuple[int, Glob]]] = []
     for item in sorted(free, key=lambda ig: ig[1].literal_prefix):
         if groups:
@@ -252,8 +256,19 @@ def _plan_passes(globs: Sequence[tuple[int, Glob]]) -> list[ScanPass]:
                 continue
         groups.append([item])
     full = SlotSet.full()
-    for members in groups:
-        passes.append(_pass(members, full.copy()))
+    return [_pass(members, full.copy()) for members in groups]
+
+
+def shared_passes(globs: Sequence[tuple[int, Glob]]) -> list[ScanPass]:
+    """Full-keyspace passes serving several callers' patterns (none dropped as subsumed).
+
+    Every prefix pattern joins one pass: a slot walk reads each slot whole whatever the prefixes,
+    so one walk serves them all. The others are grouped by shared literal prefix, as in a plan.
+    """
+    prefixes = [ig for ig in globs if ig[1].prefix_only]
+    others = [ig for ig in globs if not ig[1].prefix_only]
+    passes = [_pass(prefixes, SlotSet.full())] if prefixes else []
+    passes.extend(_prefix_groups(others))
     return passes
 
 

@@ -3,6 +3,7 @@ result are all derived (so the nodes always add up to the totals)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clusterinval._core.slots import SlotSet
@@ -56,6 +57,8 @@ class RunTally:
         self.timed_out = False
         self.slots_to_cover = 0
         self.covered = 0
+        # While the run is under way: the slots not covered yet (its final answer is ``uncovered``).
+        self.live_uncovered: Callable[[], SlotSet] | None = None
 
     def node(self, addr: NodeAddr) -> NodeTally:
         """The tally of ``addr`` (created on first use)."""

@@ -132,5 +132,7 @@ class SlotWalkStep:
     deleted: int
     big_slots: list[int]  # slots too large to read in one call: scan the node instead
     left: list[bytes]  # matched keys the node could not delete itself
-    per_prefix: list[int]  # matched keys per prefix, in the order given
+    per_prefix: list[int]  # matched keys per prefix (each under the first one it starts with)
     unproven: list[int]  # slots skipped: not served by the node, or mid-migration
+    # Matched keys per prefix, each counted under every prefix it starts with (shared passes).
+    per_prefix_all: list[int] = field(default_factory=list)

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import anyio
 
+from clusterinval._core.merging import Shares
 from clusterinval._core.planning import Plan
 from clusterinval._core.tally import RunTally
 from clusterinval._core.values import NodeAddr, SlotBatch
@@ -35,6 +36,7 @@ class RunContext:
     unlinker: Unlinker
     dry_run: bool
     watched: bool = False  # a progress display follows this run
+    shares: Shares | None = None  # a shared pass: credits each caller with its own keys
 
     async def call(self, node: NodeAddr, fn: Callable[[], Awaitable[T]],
                    what: str = "a command") -> T:
@@ -66,6 +68,8 @@ class RunContext:
     def confirm_deleted(self, node: NodeAddr, batches: Sequence[SlotBatch], n: int) -> None:
         """Count keys a node confirmed removed (their matches were counted when found)."""
         self.tally.node(node).deleted += n
+        if self.shares is not None:
+            self.shares.confirmed(node, batches, n)
 
     async def delete(self, batches: Sequence[SlotBatch]) -> None:
         """Delete matched keys on their owners."""

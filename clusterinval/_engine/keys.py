@@ -28,6 +28,8 @@ class KeySink:
         if not matched:
             return
         ctx.tally.node(node).matched += len(matched)
+        if ctx.shares is not None:
+            ctx.shares.found(node, matched)
         if ctx.dry_run:
             ctx.sample(matched)
             return

@@ -18,6 +18,7 @@ import logging
 import anyio
 
 from clusterinval._core.coverage import Coverage
+from clusterinval._core.merging import Shares
 from clusterinval._core.planning import Plan
 from clusterinval._core.slots import SlotSet
 from clusterinval._core.tally import ProgressWatch, RunTally
@@ -62,24 +63,28 @@ class Engine:
         return view
 
     async def run(self, plan: Plan, tally: RunTally, *, dry_run: bool,
-                  watch: ProgressWatch | None = None) -> None:
-        """Execute ``plan``, counting into ``tally`` as replies arrive.
+                  watch: ProgressWatch | None = None, shares: Shares | None = None,
+                  timeout_s: float | None = None) -> None:
+        """Execute ``plan``, counting into ``tally`` (and ``shares``) as replies arrive.
 
         Never raises for an incomplete run (see ``RunTally.complete``); when it raises (refused,
-        unreachable, cancelled), ``tally`` still holds every confirmed deletion.
+        unreachable, cancelled), ``tally`` still holds every confirmed deletion. ``timeout_s``
+        replaces the options' deadline.
         """
         options = self._options
+        deadline_s = options.timeout_s if timeout_s is None else timeout_s
         unlinker = Unlinker(self.topology, self._policy, self.limits, tally,
                             options.command_timeout_s,
                             command="EXISTS" if dry_run else "UNLINK",
                             use_scripts=options.server_scripts)
         ctx = RunContext(self.topology, options, plan, tally, self._policy, self.limits,
-                         unlinker, dry_run, watched=watch is not None)
+                         unlinker, dry_run, watched=watch is not None, shares=shares)
         run = _Rounds(ctx)
+        tally.live_uncovered = run.uncovered
         if watch is not None:
             watch.follow(tally)
         await self.ensure_view()
-        with anyio.move_on_after(options.timeout_s) as scope:
+        with anyio.move_on_after(deadline_s) as scope:
             try:
                 async with anyio.create_task_group() as tg:
                     if plan.keys or plan.literal_origins:
@@ -97,9 +102,10 @@ class Engine:
                 raise leading_error(group) from group
             finally:
                 tally.uncovered = run.uncovered()
+                tally.live_uncovered = None
         if scope.cancelled_caught:
             tally.timed_out = True
-            tally.messages.append(f"deadline of {options.timeout_s:g} s passed")
+            tally.messages.append(f"deadline of {deadline_s:g} s passed")
 
 
 class _Rounds:

@@ -20,8 +20,13 @@ RATED_MIN_KEYS = 20
 
 
 def count_step(ctx: RunContext, node: NodeAddr, origins: Sequence[int],
-               per_origin: Sequence[int], deleted: int) -> None:
-    """Add one server-side step's matches (per pattern) and deletions to the run's tally."""
+               per_origin: Sequence[int], deleted: int, *, per_origin_all: Sequence[int] = (),
+               left: Sequence[bytes] = ()) -> None:
+    """Add one server-side step's matches (per pattern) and deletions to the run's tally.
+
+    ``per_origin`` counts each key under its first pattern, ``per_origin_all`` (when given)
+    under every pattern it matches; ``left`` are the matches the step could not delete.
+    """
     tally = ctx.tally.node(node)
     tally.scan_calls += 1
     tally.unlink_calls += 1
@@ -30,6 +35,8 @@ def count_step(ctx: RunContext, node: NodeAddr, origins: Sequence[int],
     per_pattern = ctx.tally.per_pattern
     for origin, n in zip(origins, per_origin, strict=True):
         per_pattern[origin] += n
+    if ctx.shares is not None:
+        ctx.shares.step(node, origins, per_origin, per_origin_all or per_origin, left)
 
 
 async def settle_step(ctx: RunContext, node: NodeAddr, matched: int, left: list[bytes]) -> None:
@@ -63,7 +70,8 @@ class ServerScan:
 
         def late(step: ScanStep) -> None:
             # A step the deadline cut short after the node ran it: count what it did.
-            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted)
+            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
+                       left=step.left)
 
         while True:
             step = await ctx.call(node, partial(io.scan_step, cursor, match, count,
@@ -73,7 +81,8 @@ class ServerScan:
             # A step's cost is mostly its deletions: where matches are sparse, a step may walk
             # further (scan_count) for the same work; where they are dense, it walks less.
             count = sparse if step.matched * 4 < dense else dense
-            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted)
+            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
+                       left=step.left)
             await settle_step(ctx, node, step.matched, step.left)
             if cursor == 0:
                 return

@@ -71,7 +71,8 @@ class SlotWalk:
             matched += step.matched
             tally.scanned += step.examined
             tally.read += step.examined
-            count_step(ctx, node, scan_pass.origins, step.per_prefix, step.deleted)
+            count_step(ctx, node, scan_pass.origins, step.per_prefix, step.deleted,
+                       per_origin_all=step.per_prefix_all, left=step.left)
             left.extend(step.left)
             big.extend(step.big_slots)
             walked = SlotSet.from_ranges([(lo, hi)])

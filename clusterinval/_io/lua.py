@@ -63,8 +63,9 @@ return {r[1], #keys, deleted, failed}
 # ARGV[1] keys and says where to resume. A slot holding more than ARGV[2] keys is not read (one
 # GETKEYSINSLOT of it would hold the node too long): it is reported, and the caller scans that
 # node instead. The prefix test is exact for patterns that are a literal prefix followed by '*';
-# a key is counted under the first prefix it starts with. The empty key matches only when
-# ARGV[5] is 1 (Redis reports it for the pattern "*" alone).
+# a key is counted under the first prefix (in ARGV order) it starts with, and also under every
+# prefix it starts with (a shared pass credits each caller whose pattern it matches). The empty
+# key matches only when ARGV[5] is 1 (Redis reports it for the pattern "*" alone).
 #
 # Before reading, the call takes what the node itself says it serves (the "myself" line of
 # CLUSTER NODES). A slot is read only when the node owns it and is neither migrating nor
@@ -76,18 +77,27 @@ local cap = tonumber(ARGV[2])
 local s = tonumber(ARGV[3])
 local hi = tonumber(ARGV[4])
 local empty_ok = ARGV[5] == '1'
-local prefixes, lens, per = {}, {}, {}
-for p = 6, #ARGV do
-  prefixes[#prefixes + 1] = ARGV[p]
-  lens[#lens + 1] = #ARGV[p]
-  per[#per + 1] = 0
-end
-local np = #prefixes
--- Only an empty prefix could match the empty key: the per-key test is needed only then.
+-- Prefixes are looked up by the key's first L bytes, for each distinct prefix length L: the
+-- work per key grows with the number of lengths, not with the number of prefixes.
+local by_prefix, lengths, per, per_all = {}, {}, {}, {}
 local skip_empty = false
-for p = 1, np do
-  if lens[p] == 0 and not empty_ok then skip_empty = true end
+for p = 6, #ARGV do
+  local i = p - 5
+  local prefix = ARGV[p]
+  per[i] = 0
+  per_all[i] = 0
+  local same = by_prefix[prefix]
+  if same == nil then
+    by_prefix[prefix] = {i}
+    lengths[#lengths + 1] = #prefix
+  else
+    same[#same + 1] = i
+  end
+  -- Only an empty prefix could match the empty key: the per-key test is needed only then.
+  if #prefix == 0 and not empty_ok then skip_empty = true end
 end
+table.sort(lengths)
+local nl = #lengths
 local own_lo, own_hi, moving = {}, {}, {}
 local function myself(line)
   local f = {}
@@ -146,12 +156,22 @@ while s <= hi do
       for j = 1, #keys do
         local k = keys[j]
         if not (skip_empty and #k == 0) then
-          for p = 1, np do
-            if string.sub(k, 1, lens[p]) == prefixes[p] then
-              hit[#hit + 1] = k
-              per[p] = per[p] + 1
-              break
+          local first = nil
+          for m = 1, nl do
+            local len = lengths[m]
+            if len > #k then break end
+            local same = by_prefix[string.sub(k, 1, len)]
+            if same ~= nil then
+              for q = 1, #same do
+                local p = same[q]
+                per_all[p] = per_all[p] + 1
+                if first == nil or p < first then first = p end
+              end
             end
+          end
+          if first ~= nil then
+            hit[#hit + 1] = k
+            per[first] = per[first] + 1
           end
         end
       end
@@ -172,7 +192,7 @@ while s <= hi do
   s = s + 1
 end
 if s > hi then s = -1 end
-return {s, examined, matched, deleted, big, failed, per, unproven}
+return {s, examined, matched, deleted, big, failed, per, unproven, per_all}
 """
 
 # Keys per batch-script call: bounds how long one call holds a node. Measured on Redis 7.0: a
@@ -191,7 +211,8 @@ def walk_step(reply: Any) -> SlotWalkStep:
     """A slot-walk reply as a value."""
     return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
                         [int(s) for s in reply[4] or []], list(reply[5] or []),
-                        [int(n) for n in reply[6] or []], [int(s) for s in reply[7] or []])
+                        [int(n) for n in reply[6] or []], [int(s) for s in reply[7] or []],
+                        [int(n) for n in reply[8] or []] if len(reply) > 8 else [])
 
 
 def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:

@@ -81,6 +81,7 @@ def walk_call(
     mine = state.addr
     moving = set(state.migrating) | set(state.importing)
     per = [0] * len(prefixes)
+    per_all = [0] * len(prefixes)
     examined = matched = deleted = 0
     big: list[int] = []
     failed: list[bytes] = []
@@ -100,11 +101,12 @@ def walk_call(
                 hit: list[bytes] = []
                 for k in keys:
                     if k or empty_key:
-                        for p, prefix in enumerate(prefixes):
-                            if k.startswith(prefix):
-                                hit.append(k)
-                                per[p] += 1
-                                break
+                        fits = [p for p, prefix in enumerate(prefixes) if k.startswith(prefix)]
+                        if fits:
+                            hit.append(k)
+                            per[fits[0]] += 1
+                            for p in fits:
+                                per_all[p] += 1
                 for j in range(0, len(hit), _UNLINK_CHUNK):
                     chunk = hit[j : j + _UNLINK_CHUNK]
                     n = _script_unlink(cluster, state, chunk)
@@ -114,4 +116,5 @@ def walk_call(
                         deleted += n
                 matched += len(hit)
         s += 1
-    return SlotWalkStep(-1 if s > hi else s, examined, matched, deleted, big, failed, per, unproven)
+    return SlotWalkStep(-1 if s > hi else s, examined, matched, deleted, big, failed, per, unproven,
+                        per_all)
