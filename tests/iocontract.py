@@ -449,6 +449,13 @@ async def slot_walk_proves_reads_skips_and_caps(b: Backend) -> None:
     assert first.next_slot == -1 and first.examined == 3 and first.matched == 3
     assert first.deleted == 3 and first.per_prefix == [2, 1, 0] and first.left == []
     assert first.per_prefix_all == [2, 3, 0]  # a key under every prefix it starts with
+    # Prefixes of one length (the usual per-entity case), one of them given twice.
+    b.set(small)
+    steps = await walk(node, [tag0 + b":w", tag0 + b":x", tag0 + b":w"], [(owned[0], owned[0])],
+                       cap=5)
+    step = steps[0][2]
+    assert step.per_prefix == [2, 1, 0] and step.per_prefix_all == [2, 1, 2]
+    assert step.deleted == 3 and not set(small) & b.all_keys()
     assert first.big_slots == [owned[1]] and first.unproven == []
     assert second.unproven == [foreign] and second.examined == 0
     assert set(big) <= b.all_keys() and not set(small) & b.all_keys()

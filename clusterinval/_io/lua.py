@@ -79,7 +79,7 @@ local hi = tonumber(ARGV[4])
 local empty_ok = ARGV[5] == '1'
 -- Prefixes are looked up by the key's first L bytes, for each distinct prefix length L: the
 -- work per key grows with the number of lengths, not with the number of prefixes.
-local by_prefix, lengths, per, per_all = {}, {}, {}, {}
+local by_prefix, lengths, has_length, per, per_all = {}, {}, {}, {}, {}
 local skip_empty = false
 for p = 6, #ARGV do
   local i = p - 5
@@ -89,7 +89,10 @@ for p = 6, #ARGV do
   local same = by_prefix[prefix]
   if same == nil then
     by_prefix[prefix] = {i}
-    lengths[#lengths + 1] = #prefix
+    if not has_length[#prefix] then
+      has_length[#prefix] = true
+      lengths[#lengths + 1] = #prefix
+    end
   else
     same[#same + 1] = i
   end
