@@ -3,10 +3,10 @@ credited with exactly the keys its own patterns match. Pure logic, no I/O.
 
 A call's plan splits in two: what is cheap and its own (exact keys, hash-tagged patterns) and the
 full-keyspace prefix patterns, which join a shared pass. The shared pass runs one merged pass
-whose patterns are the callers' patterns, each kept once; ``owners`` says which callers (and which of
-their patterns) each merged pattern serves. As replies arrive, ``Shares`` credits every caller
-whose pattern a key matches, so a key two callers asked for counts in both results, and credits
-each key once (to its first owner) for the metrics.
+whose patterns are the callers' patterns, each kept once; ``owners`` says which callers (and
+which of their patterns) each merged pattern serves. As replies arrive, ``Shares`` credits every
+caller whose pattern a key matches, so a key two callers asked for counts in both results, and
+credits each key once (to its first owner) for the metrics.
 """
 
 from __future__ import annotations
