@@ -1,7 +1,8 @@
 """clusterinval: cache invalidation for Redis Cluster.
 
-Exact keys and Redis glob patterns, across every primary at once, deleted with slot-grouped
-``UNLINK`` (never ``KEYS``, never cross-slot), with Prometheus metrics per ``operation_name``.
+Exact keys, Redis glob patterns and tags, across every primary at once, deleted with
+slot-grouped ``UNLINK`` (never ``KEYS``, never cross-slot), with Prometheus metrics per
+``operation_name``.
 """
 
 from clusterinval._core.tally import Progress, ProgressWatch
@@ -15,12 +16,22 @@ from clusterinval.errors import (
     InvalidKeyError,
     InvalidOperationNameError,
     InvalidPatternError,
+    QueueError,
+    QueueUnavailableError,
 )
 from clusterinval.metrics import Metrics
 from clusterinval.options import InvalidatorOptions
-from clusterinval.result import Explanation, InvalidationResult, NodeResult, PatternCost
+from clusterinval.queue import InvalidationQueue, QueueStatus
+from clusterinval.result import (
+    Explanation,
+    InvalidationResult,
+    NodeResult,
+    PatternCost,
+    TagGcResult,
+)
 from clusterinval.rules import Rule, RuleSet
 from clusterinval.sync import SyncClusterInvalidator
+from clusterinval.tagging import TaggedWriter
 
 __all__ = [
     "ClusterConnectionError",
@@ -33,6 +44,7 @@ __all__ = [
     "InvalidOperationNameError",
     "InvalidPatternError",
     "InvalidationError",
+    "InvalidationQueue",
     "InvalidationResult",
     "InvalidatorOptions",
     "Metrics",
@@ -40,9 +52,14 @@ __all__ = [
     "PatternCost",
     "Progress",
     "ProgressWatch",
+    "QueueError",
+    "QueueStatus",
+    "QueueUnavailableError",
     "Rule",
     "RuleSet",
     "SyncClusterInvalidator",
+    "TagGcResult",
+    "TaggedWriter",
 ]
 
 __version__ = "0.1.0"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
@@ -19,12 +20,17 @@ from clusterinval._core.costing import shapes
 from clusterinval._core.merging import combine, split_plan
 from clusterinval._core.planning import Plan, make_plan
 from clusterinval._core.pressure import PatternPressure, shape_of
+from clusterinval._core.slots import SlotSet
+from clusterinval._core.tags import tag_slot, validate_tags
 from clusterinval._core.tally import ProgressWatch, RunTally
 from clusterinval._core.values import NodeAddr
 from clusterinval._engine.explain import explain_plan
 from clusterinval._engine.retry import leading_error
 from clusterinval._engine.run import Engine
 from clusterinval._engine.sharing import SharedPasses, ShareOutcome
+from clusterinval._engine.slotcall import SlotCaller
+from clusterinval._engine.tagindex import TagIndex
+from clusterinval._engine.tagtake import TagOutcome, TagTaker
 from clusterinval._engine.topology import Topology
 from clusterinval._io.protocol import ClusterIO
 from clusterinval._io.redis_io import CONNECTION_OPTIONS, RedisClusterIO
@@ -38,7 +44,8 @@ from clusterinval.errors import (
 from clusterinval.events import publish_event
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
-from clusterinval.result import Explanation, InvalidationResult, NodeResult
+from clusterinval.result import Explanation, InvalidationResult, NodeResult, TagGcResult
+from clusterinval.tagging import TaggedWriter, keys_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -68,6 +75,8 @@ class ClusterInvalidator:
         self._topology: Topology | None = None
         self._engine: Engine | None = None
         self._sharing: SharedPasses | None = None
+        self._tag_taker: TagTaker | None = None
+        self._tag_index: TagIndex | None = None
         self._metrics = metrics or Metrics(
             registry, max_operations=self._options.max_operation_names
         )
@@ -118,6 +127,9 @@ class ClusterInvalidator:
         if self._options.shared_passes:
             self._sharing = SharedPasses(self._engine, self._options.gather_window_s,
                                          on_pass=self._metrics.shared_pass)
+        caller = SlotCaller(self._topology, self._engine.policy, self._options.command_timeout_s)
+        self._tag_taker = TagTaker(self._engine, caller)
+        self._tag_index = TagIndex(self._topology, caller, self._options.command_timeout_s)
 
     @property
     def options(self) -> InvalidatorOptions:
@@ -179,8 +191,10 @@ class ClusterInvalidator:
         *,
         allow_match_all: bool = False,
         progress: ProgressWatch | None = None,
+        tags: Iterable[str | bytes] | None = None,
     ) -> InvalidationResult:
-        """Delete ``keys`` and all keys matching ``patterns``; InvalidationError when incomplete.
+        """Delete ``keys``, the keys matching ``patterns`` and the keys indexed under ``tags``;
+        InvalidationError when incomplete.
 
         With ``dry_run`` nothing is deleted: ``matched`` and ``sample`` tell what would go.
         """
@@ -189,9 +203,10 @@ class ClusterInvalidator:
         try:
             if type(dry_run) is not bool:
                 raise InvalidInputError(f"dry_run must be True or False, got {dry_run!r}")
+            tag_names = validate_tags(tags)
             plan = make_plan(
                 keys, patterns, allow_match_all=allow_match_all,
-                max_keys=self._options.max_keys_per_call,
+                max_keys=self._options.max_keys_per_call, allow_empty=bool(tag_names),
             )
         except InvalidInputError:
             self._metrics.error(label, "input")
@@ -201,7 +216,7 @@ class ClusterInvalidator:
         self._metrics.run_started(label)
         outcome_label: Outcome = "failed"
         result: InvalidationResult | None = None
-        parts = _Parts(plan)
+        parts = _Parts(plan, tag_names)
         with tracing.invalidation_span(
             operation, keys=len(plan.keys) + len(plan.literal_origins),
             patterns=len(plan.patterns), dry_run=dry_run,
@@ -209,7 +224,7 @@ class ClusterInvalidator:
             try:
                 await self._execute(engine, parts, dry_run, progress)
                 raw = parts.tally()
-                result = self._result(operation, plan, raw, dry_run,
+                result = self._result(operation, parts, raw, dry_run,
                                       time.perf_counter() - started)
                 outcome_label = "complete" if result.complete else "partial"
                 for _node, kind in raw.errors:
@@ -220,7 +235,7 @@ class ClusterInvalidator:
                 span.record_error(exc)
                 # What the run did before it stopped travels with the error.
                 raw = parts.tally()
-                exc.result = self._result(operation, plan, raw, dry_run,
+                exc.result = self._result(operation, parts, raw, dry_run,
                                           time.perf_counter() - started, failed=True)
                 log.warning("invalidation %s %s after deleting %d keys: %s", operation,
                             "refused" if refused else "failed", raw.deleted, exc)
@@ -231,23 +246,47 @@ class ClusterInvalidator:
                 raise
             finally:
                 # Whatever ended the run, every deletion a node confirmed is counted.
-                final = result or self._result(operation, plan, parts.tally(), dry_run,
+                final = result or self._result(operation, parts, parts.tally(), dry_run,
                                                time.perf_counter() - started, failed=True)
                 self._metrics.run_finished(label, parts.for_metrics(final), outcome_label)
+                if parts.tags is not None and not dry_run:
+                    self._metrics.tags_finished(label, parts.tags.sizes,
+                                                sum(parts.tags.removed))
             span.record(result)
         self._log(result)
         if parts.outcome is None or parts.outcome.scan_work:  # a shared reading counts once
             self._watch_pressure(plan, result)
         if self._options.publish_events and not dry_run:
-            await publish_event(self._topology_or_fail(), result, plan.keys + tuple(
-                plan.literal_origins), plan.patterns)
+            keys, patterns = parts.event_content()
+            await publish_event(self._topology_or_fail(), result, keys, patterns)
         if not result.complete:
             raise InvalidationError(_incomplete_message(result), result)
         return result
 
     async def _execute(self, engine: Engine, parts: _Parts, dry_run: bool,
                        progress: ProgressWatch | None) -> None:
-        """Run the call: alone, or its full-keyspace part in a shared pass beside its own part."""
+        """Run the call: its keys and patterns, and beside them its tags."""
+        if not parts.tag_names:
+            await self._run_plan(engine, parts, dry_run, progress)
+            return
+        taker = self._tag_taker
+        assert taker is not None
+
+        async def run_tags() -> None:
+            parts.tags = await taker.run(parts.tag_names, len(parts.plan.patterns),
+                                         dry_run=dry_run)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_tags)
+                if parts.plan.keys or parts.plan.literal_origins or parts.plan.passes:
+                    await self._run_plan(engine, parts, dry_run, progress)
+        except BaseExceptionGroup as group:
+            raise leading_error(group) from group
+
+    async def _run_plan(self, engine: Engine, parts: _Parts, dry_run: bool,
+                        progress: ProgressWatch | None) -> None:
+        """Keys and patterns: alone, or the full-keyspace part in a shared pass."""
         sharing = self._sharing
         if sharing is None or dry_run or progress is not None:
             await engine.run(parts.plan, parts.own, dry_run=dry_run, watch=progress)
@@ -307,6 +346,39 @@ class ClusterInvalidator:
         engine = await self._ensure_engine()
         return await explain_plan(engine, plan, self._options.command_timeout_s)
 
+    async def tag(self, keys: Iterable[str | bytes], tags: Iterable[str | bytes]) -> int:
+        """Index existing ``keys`` under ``tags``; how many (key, tag) entries were new.
+
+        Keys that do not exist now are not indexed. Each tag's index lives as long as its
+        longest-lived member.
+        """
+        tag_names = validate_tags(tags)
+        if not tag_names:
+            raise InvalidInputError("tag() needs at least one tag")
+        if isinstance(keys, str | bytes):
+            raise InvalidInputError(f"keys must be a list of strings; wrap it: keys=[{keys!r:.60}]")
+        members = keys_of(list(keys))
+        await self._ensure_engine()
+        assert self._tag_index is not None
+        return await self._tag_index.tag(members, tag_names) if members else 0
+
+    @contextlib.asynccontextmanager
+    async def tagged_writer(self, tags: Iterable[str | bytes]) -> AsyncIterator[TaggedWriter]:
+        """A writer whose ``set`` stores entries and indexes them under ``tags``."""
+        tag_names = validate_tags(tags)
+        if not tag_names:
+            raise InvalidInputError("tagged_writer() needs at least one tag")
+        await self._ensure_engine()
+        assert self._tag_index is not None
+        yield TaggedWriter(self._tag_index, tag_names)
+
+    async def gc_tags(self, tags: Iterable[str | bytes] | None = None) -> TagGcResult:
+        """Drop index members whose keys no longer exist (every tag when ``tags`` is None)."""
+        tag_names = None if tags is None else validate_tags(tags)
+        await self._ensure_engine()
+        assert self._tag_index is not None
+        return await self._tag_index.gc(tag_names)
+
     def progress_watch(self) -> ProgressWatch:
         """A live counter object to pass as ``progress=`` and read with ``.snapshot()``."""
         return ProgressWatch()
@@ -314,9 +386,10 @@ class ClusterInvalidator:
     # -- results ------------------------------------------------------------------------------
 
     def _result(
-        self, operation: str, plan: Plan, raw: RunTally, dry_run: bool, duration: float,
+        self, operation: str, parts: _Parts, raw: RunTally, dry_run: bool, duration: float,
         *, failed: bool = False,
     ) -> InvalidationResult:
+        plan = parts.plan
         nodes = tuple(
             NodeResult(
                 node=node.name,
@@ -349,6 +422,8 @@ class ClusterInvalidator:
                 (p.decode("utf-8", "backslashreplace"), n)
                 for p, n in zip(plan.patterns, raw.per_pattern, strict=True)
             ),
+            per_tag=parts.per_tag(),
+            tags_requested=len(parts.tag_names),
         )
 
     @staticmethod
@@ -364,18 +439,50 @@ class ClusterInvalidator:
         )
 
 
+# Tagged keys an invalidation event lists one by one (a larger set makes it say "everything").
+_EVENT_TAGGED_KEYS = 100_000
+
+
 class _Parts:
     """One call's tallies: its own run and, when it joined a shared pass, its share of it."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, tag_names: tuple[bytes, ...] = ()) -> None:
         self.plan = plan
+        self.tag_names = tag_names
         self.own = RunTally(len(plan.patterns))
         self.share: RunTally | None = None
         self.outcome: ShareOutcome | None = None
+        self.tags: TagOutcome | None = None
 
     def tally(self) -> RunTally:
         """What the call did, all parts together."""
-        return self.own if self.share is None else combine(self.own, self.share)
+        out = self.own if self.share is None else combine(self.own, self.share)
+        if self.tags is not None:
+            out = combine(out, self.tags.tally)
+        elif self.tag_names:
+            # The tags never reported: their indexes' slots are not covered.
+            out = combine(out, RunTally(len(self.plan.patterns)))
+            out.uncovered.update(SlotSet(tag_slot(t) for t in self.tag_names))
+        return out
+
+    def event_content(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The keys and patterns an invalidation event names for this call.
+
+        Tagged keys are named one by one; past ``_EVENT_TAGGED_KEYS`` of them the event carries
+        the pattern ``*`` instead, and subscribers drop their whole local cache.
+        """
+        plan = self.plan
+        keys = plan.keys + tuple(plan.literal_origins)
+        members = self.tags.members if self.tags is not None else []
+        if len(members) > _EVENT_TAGGED_KEYS or (self.tag_names and self.tags is None):
+            return keys, (*plan.patterns, b"*")
+        return keys + tuple(members), plan.patterns
+
+    def per_tag(self) -> tuple[tuple[str, int], ...]:
+        """Keys removed (a dry run: found) through each tag."""
+        removed = self.tags.removed if self.tags is not None else [0] * len(self.tag_names)
+        return tuple((t.decode("utf-8", "backslashreplace"), n)
+                     for t, n in zip(self.tag_names, removed, strict=True))
 
     def for_metrics(self, result: InvalidationResult) -> InvalidationResult:
         """``result`` as the metrics count it: a key a shared pass deleted for several calls
@@ -384,6 +491,8 @@ class _Parts:
             return result
         own = self.own
         credit = self.outcome.credit if self.outcome is not None else 0
+        if self.tags is not None:  # what the tags removed counts as the call's own
+            credit += self.tags.tally.deleted
         scan_work = self.outcome is not None and self.outcome.scan_work
         nodes = result.nodes if scan_work else tuple(
             NodeResult(node=addr.name, deleted=c.deleted, matched=c.matched, scanned=c.scanned,

@@ -9,6 +9,10 @@ Switching an existing codebase is one import::
 Where it connects comes from ``url=`` or the ``CLUSTERINVAL_URL`` environment variable. Every
 invalidation method logs and returns ``None``; a failure is a WARNING, never an exception, so a
 cache problem cannot break the business operation that triggered it.
+
+With ``queue=`` (an ``InvalidationQueue``), or ``CLUSTERINVAL_QUEUE=1`` in the environment, a
+failed invalidation is handed to the queue instead of being dropped: the WARNING is followed by
+one more saying where the request went (the stream, or the local spool).
 """
 
 from __future__ import annotations
@@ -20,19 +24,25 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 
 from clusterinval._invalidator import ClusterInvalidator
-from clusterinval.errors import InvalidationError
+from clusterinval.errors import InvalidationError, InvalidInputError
 from clusterinval.result import InvalidationResult
 from clusterinval.rules import BUILTIN_RULES, Rule, render_rule
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ENV_URL", "RedisService", "mask_credentials"]
+if TYPE_CHECKING:
+    from clusterinval.queue.client import InvalidationQueue
+
+__all__ = ["DEFAULT_TIMEOUT_S", "ENV_QUEUE", "ENV_URL", "RedisService", "mask_credentials"]
 
 ENV_URL = "CLUSTERINVAL_URL"
+# "1" hands failed invalidations to a queue on the service's URL; the _STREAM, _URL and _SPOOL
+# variables choose its stream, another Redis for it, and a local spool file.
+ENV_QUEUE = "CLUSTERINVAL_QUEUE"
 DEFAULT_TIMEOUT_S = 30.0
 
 logger = logging.getLogger("clusterinval.compat")
@@ -78,9 +88,12 @@ class RedisService:
         *,
         invalidator: ClusterInvalidator | None = None,
         rules: Mapping[str, Rule] | None = None,
+        queue: InvalidationQueue | None = None,
         **options: Any,
     ) -> None:
         self._url = url or os.environ.get(ENV_URL) or None
+        self._queue = queue
+        self._own_queue: InvalidationQueue | None = None
         # A request path must not wait minutes for a cache: a shorter deadline than the core's.
         self._options = {"timeout_s": DEFAULT_TIMEOUT_S, **options}
         self._given = invalidator
@@ -124,6 +137,9 @@ class RedisService:
 
         Services sharing it open a new one on their next call.
         """
+        own, self._own_queue = self._own_queue, None
+        if own is not None:
+            await own.aclose()
         if self._given is not None:
             return
         share = _SHARES.get(asyncio.get_running_loop())
@@ -139,23 +155,30 @@ class RedisService:
         specific_keys: list[Any] | None = None,
         patterns: list[Any] | None = None,
         operation_name: str = "cache",
+        *,
+        tags: list[Any] | None = None,
     ) -> None:
-        """Delete ``specific_keys`` and every key matching ``patterns``; log, never raise."""
+        """Delete ``specific_keys``, every key matching ``patterns`` and every key tagged with
+        ``tags``; log, never raise."""
         try:
             inv = await self._get_invalidator()
             result = await inv.invalidate(
                 keys=list(specific_keys) if specific_keys else None,
                 patterns=list(patterns) if patterns else None,
                 operation_name=operation_name,
+                tags=list(tags) if tags else None,
             )
         except InvalidationError as exc:
             self.last_result = exc.result
             self._log_details(exc.result, specific_keys)
             self._warn(operation_name, exc)
+            await self._hand_off(specific_keys, patterns, operation_name, tags)
             return
         except Exception as exc:
             # The contract of this facade: a cache failure never breaks the caller's operation.
             self._warn(operation_name, exc)
+            if not isinstance(exc, InvalidInputError):  # bad input never enters the queue
+                await self._hand_off(specific_keys, patterns, operation_name, tags)
             return
         self.last_result = result
         self._log_details(result, specific_keys)
@@ -245,6 +268,44 @@ class RedisService:
             logger.debug(
                 "Invalidated %d %s cache entries matching pattern: %s", deleted, op, pattern
             )
+
+    def _handoff_queue(self) -> InvalidationQueue | None:
+        if self._queue is not None:
+            return self._queue
+        if self._own_queue is None and os.environ.get(ENV_QUEUE, "") not in ("", "0"):
+            target = os.environ.get(f"{ENV_QUEUE}_URL") or self._url
+            if target is None:
+                return None
+            from clusterinval.queue.client import InvalidationQueue
+            from clusterinval.queue.stream import DEFAULT_STREAM
+
+            self._own_queue = InvalidationQueue.from_url(
+                target, stream=os.environ.get(f"{ENV_QUEUE}_STREAM") or DEFAULT_STREAM,
+                spool=os.environ.get(f"{ENV_QUEUE}_SPOOL") or None)
+        return self._own_queue
+
+    async def _hand_off(self, keys: Sequence[Any] | None, patterns: Sequence[Any] | None,
+                        operation_name: str, tags: Sequence[Any] | None) -> None:
+        """Give a failed invalidation to the queue, when there is one; log where it went."""
+        try:
+            queue = self._handoff_queue()
+        except Exception as exc:
+            self._warn(operation_name, exc)
+            return
+        if queue is None:
+            return
+        try:
+            receipt = await queue.submit_receipt(
+                keys=list(keys) if keys else None, patterns=list(patterns) if patterns else None,
+                operation_name=operation_name, tags=list(tags) if tags else None)
+        except Exception as exc:
+            reason = self._redact(str(exc) or type(exc).__name__)
+            logger.warning("Failed to queue %s cache invalidation: %s", operation_name, reason)
+            return
+        where = (f"stream {queue.stream} at {self._redact(queue.url)}"
+                 if receipt.destination == "stream" else f"local spool {queue.spool_path}")
+        logger.warning("Queued %s cache invalidation as request %s in the %s", operation_name,
+                       receipt.request_id, where)
 
     def _warn(self, operation_name: object, exc: BaseException) -> None:
         reason = self._redact(str(exc) or type(exc).__name__)

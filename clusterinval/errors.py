@@ -9,7 +9,9 @@
     │   └── InvalidOperationNameError            operation_name not a short identifier
     ├── ClusterConnectionError (also ConnectionError)  no node of the cluster answered
     ├── ClusterPermissionError (also PermissionError)  the server refused a command (ACL, auth)
-    └── InvalidationError                        a run ended incomplete; carries .result
+    ├── InvalidationError                        a run ended incomplete; carries .result
+    └── QueueError                               the invalidation queue could not do its part
+        └── QueueUnavailableError (also ConnectionError)  neither stream nor spool stored it
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "InvalidOperationNameError",
     "InvalidPatternError",
     "InvalidationError",
+    "QueueError",
+    "QueueUnavailableError",
 ]
 
 
@@ -90,3 +94,11 @@ class InvalidationError(ClusterInvalError):
     def uncovered_slots(self) -> tuple[tuple[int, int], ...]:
         """Slot ranges (inclusive) that no finished scan covered."""
         return self.result.uncovered_slots
+
+
+class QueueError(ClusterInvalError):
+    """Raised when the invalidation queue (``InvalidationQueue``, its worker) cannot do its part."""
+
+
+class QueueUnavailableError(QueueError, ConnectionError):
+    """Raised by ``submit`` when neither the stream nor the local spool could store the request."""

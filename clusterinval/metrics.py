@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
@@ -76,6 +77,18 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
     "clusterinval_invalidations_in_progress",
     "clusterinval_last_success_timestamp_seconds",
     "clusterinval_shared_pass_calls",
+    "clusterinval_tag_invalidations_total",
+    "clusterinval_tag_members_removed_total",
+    "clusterinval_tag_set_size",
+    "clusterinval_queue_submitted_total",
+    "clusterinval_queue_spooled_total",
+    "clusterinval_queue_applied_total",
+    "clusterinval_queue_retried_total",
+    "clusterinval_queue_dead_lettered_total",
+    "clusterinval_queue_waiting",
+    "clusterinval_queue_pending",
+    "clusterinval_queue_dead_letters",
+    "clusterinval_queue_oldest_age_seconds",
 )
 
 # A cluster has at most ~1000 nodes; this only guards against a node label churning without end
@@ -101,6 +114,18 @@ class _Instruments:
     in_progress: Gauge
     last_success: Gauge
     shared_pass: Histogram
+    tag_invalidations: Counter
+    tag_removed: Counter
+    tag_set_size: Histogram
+    queue_submitted: Counter
+    queue_spooled: Counter
+    queue_applied: Counter
+    queue_retried: Counter
+    queue_dead: Counter
+    queue_waiting: Gauge
+    queue_pending: Gauge
+    queue_dead_letters: Gauge
+    queue_oldest_age: Gauge
     lock: threading.Lock = field(default_factory=threading.Lock)
     operations: set[str] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)
@@ -153,6 +178,44 @@ class _Instruments:
                 "clusterinval_shared_pass_calls", "Calls served by one shared pass (concurrent "
                 "full-keyspace invalidations merged into one reading of the keyspace).",
                 buckets=SHARED_PASS_BUCKETS, registry=registry),
+            tag_invalidations=Counter(
+                "clusterinval_tag_invalidations", "Tags invalidated (each tag of a call counts "
+                "once; dry runs excluded).", op, registry=registry),
+            tag_removed=Counter(
+                "clusterinval_tag_members_removed", "Tagged keys removed through their tags' "
+                "indexes.", op, registry=registry),
+            tag_set_size=Histogram(
+                "clusterinval_tag_set_size", "Members of one tag's index when it was invalidated.",
+                op, buckets=KEYS_BUCKETS, registry=registry),
+            queue_submitted=Counter(
+                "clusterinval_queue_submitted", "Requests stored by InvalidationQueue.submit "
+                "(stream or spool).", op, registry=registry),
+            queue_spooled=Counter(
+                "clusterinval_queue_spooled", "Submitted requests that went to the local spool "
+                "because the stream was unreachable.", op, registry=registry),
+            queue_applied=Counter(
+                "clusterinval_queue_applied", "Queued requests a worker applied completely "
+                "(each request once, however often delivered).", op, registry=registry),
+            queue_retried=Counter(
+                "clusterinval_queue_retried", "Failed or incomplete attempts a worker left "
+                "pending to retry.", op, registry=registry),
+            queue_dead=Counter(
+                "clusterinval_queue_dead_lettered", "Requests moved to the dead-letter stream "
+                "after the maximum attempts.", op, registry=registry),
+            # One queue per worker process: these describe the stream, not an operation.
+            queue_waiting=Gauge(
+                "clusterinval_queue_waiting", "Requests in the stream not yet delivered to a "
+                "worker (as last read by this process).", registry=registry),
+            queue_pending=Gauge(
+                "clusterinval_queue_pending", "Requests delivered to a worker and not yet "
+                "acknowledged.", registry=registry),
+            queue_dead_letters=Gauge(
+                "clusterinval_queue_dead_letters", "Requests in the dead-letter stream.",
+                registry=registry),
+            queue_oldest_age=Gauge(
+                "clusterinval_queue_oldest_age_seconds", "Age of the oldest unfinished "
+                "request: how stale a cache entry can be because of the queue.",
+                registry=registry),
         )
 
     def admit(self, operation: str) -> None:
@@ -168,6 +231,12 @@ class _Instruments:
         self.duration.labels(operation)
         self.keys_per_run.labels(operation)
         self.in_progress.labels(operation)
+        self.tag_invalidations.labels(operation)
+        self.tag_removed.labels(operation)
+        self.tag_set_size.labels(operation)
+        for queue_counter in (self.queue_submitted, self.queue_spooled, self.queue_applied,
+                              self.queue_retried, self.queue_dead):
+            queue_counter.labels(operation)
 
     def node_label(self, node: str) -> str:
         """``node`` while fewer than _MAX_NODES were seen on this registry, else the overflow."""
@@ -301,9 +370,46 @@ class Metrics:
         if outcome == "complete":
             inst.last_success.labels(op).set(time.time())
 
+    def tags_finished(self, operation: str, sizes: Sequence[int], removed: int) -> None:
+        """Record the tags of one run: each index's size, and the keys removed through them."""
+        inst = self._inst
+        op = self.operation_label(operation)
+        inst.tag_invalidations.labels(op).inc(len(sizes))
+        inst.tag_removed.labels(op).inc(max(removed, 0))
+        for size in sizes:
+            inst.tag_set_size.labels(op).observe(max(size, 0))
+
     def shared_pass(self, calls: int) -> None:
         """Record one shared pass and the number of calls it served."""
         self._inst.shared_pass.observe(max(calls, 0))
+
+    def queue_submitted(self, operation: str, *, spooled: bool = False) -> None:
+        """Count one request stored by ``submit`` (and as spooled when the spool took it)."""
+        op = self.operation_label(operation)
+        self._inst.queue_submitted.labels(op).inc()
+        if spooled:
+            self._inst.queue_spooled.labels(op).inc()
+
+    def queue_applied(self, operation: str) -> None:
+        """Count one queued request applied completely."""
+        self._inst.queue_applied.labels(self.operation_label(operation)).inc()
+
+    def queue_retried(self, operation: str) -> None:
+        """Count one failed attempt left pending to retry."""
+        self._inst.queue_retried.labels(self.operation_label(operation)).inc()
+
+    def queue_dead_lettered(self, operation: str) -> None:
+        """Count one request moved to the dead-letter stream."""
+        self._inst.queue_dead.labels(self.operation_label(operation)).inc()
+
+    def queue_depth(self, waiting: int, pending: int, dead_letters: int,
+                    oldest_age_s: float) -> None:
+        """Set the queue gauges from a status reading."""
+        inst = self._inst
+        inst.queue_waiting.set(max(waiting, 0))
+        inst.queue_pending.set(max(pending, 0))
+        inst.queue_dead_letters.set(max(dead_letters, 0))
+        inst.queue_oldest_age.set(max(oldest_age_s, 0.0))
 
     def error(self, operation: str, kind: ErrorKind) -> None:
         """Count one error of ``kind`` (unknown kinds are counted as ``other``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Explanation", "InvalidationResult", "NodeResult", "PatternCost"]
+__all__ = ["Explanation", "InvalidationResult", "NodeResult", "PatternCost", "TagGcResult"]
 
 
 def _text(key: bytes) -> str:
@@ -50,6 +50,9 @@ class InvalidationResult:
     patterns_requested: int = 0
     exact_deleted: int = 0
     per_pattern: tuple[tuple[str, int], ...] = ()
+    # Per tag asked for: the tagged keys removed (a dry run: found) through that tag's index.
+    per_tag: tuple[tuple[str, int], ...] = ()
+    tags_requested: int = 0
 
     @property
     def uncovered_slot_count(self) -> int:
@@ -64,6 +67,7 @@ class InvalidationResult:
         data["uncovered_slots"] = [list(r) for r in self.uncovered_slots]
         data["errors"] = list(self.errors)
         data["per_pattern"] = {p: n for p, n in self.per_pattern}
+        data["per_tag"] = {t: n for t, n in self.per_tag}
         data["uncovered_slot_count"] = self.uncovered_slot_count
         return data
 
@@ -105,3 +109,16 @@ class Explanation:
         return {"keys": self.keys, "key_nodes": self.key_nodes,
                 "cluster_keys": self.cluster_keys,
                 "patterns": [p.to_dict() for p in self.patterns]}
+
+
+@dataclass(frozen=True, slots=True)
+class TagGcResult:
+    """What one pass of tag-index garbage collection did."""
+
+    sets: int  # tag member sets examined
+    members: int  # members checked
+    removed: int  # members dropped because their key no longer exists
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
+        return asdict(self)

@@ -19,7 +19,7 @@ from anyio.from_thread import BlockingPortal
 
 from clusterinval._invalidator import ClusterInvalidator
 from clusterinval.errors import ClusterInvalError, InvalidInputError
-from clusterinval.result import Explanation, InvalidationResult
+from clusterinval.result import Explanation, InvalidationResult, TagGcResult
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -147,18 +147,32 @@ class SyncClusterInvalidator:
         dry_run: bool = False,
         *,
         allow_match_all: bool = False,
+        tags: Iterable[str | bytes] | None = None,
     ) -> InvalidationResult:
-        """Delete ``keys`` and keys matching ``patterns``; raise InvalidationError if incomplete."""
+        """Delete ``keys``, keys matching ``patterns`` and keys tagged with ``tags``; raise
+        InvalidationError if incomplete."""
         # Materialise iterables here: a generator must not be consumed on another thread.
         key_list = None if keys is None else list(keys)
         pattern_list = None if patterns is None else list(patterns)
+        tag_list = None if tags is None else _listed("tags", tags)
 
         def call(inv: ClusterInvalidator) -> Awaitable[InvalidationResult]:
             return inv.invalidate(
-                key_list, pattern_list, operation_name, dry_run, allow_match_all=allow_match_all
+                key_list, pattern_list, operation_name, dry_run, allow_match_all=allow_match_all,
+                tags=tag_list,
             )
 
         return self._run(call)
+
+    def tag(self, keys: Iterable[str | bytes], tags: Iterable[str | bytes]) -> int:
+        """Index existing ``keys`` under ``tags``; how many (key, tag) entries were new."""
+        key_list, tag_list = _listed("keys", keys), _listed("tags", tags)
+        return self._run(lambda inv: inv.tag(key_list, tag_list))
+
+    def gc_tags(self, tags: Iterable[str | bytes] | None = None) -> TagGcResult:
+        """Drop index members whose keys no longer exist (every tag when ``tags`` is None)."""
+        tag_list = None if tags is None else _listed("tags", tags)
+        return self._run(lambda inv: inv.gc_tags(tag_list))
 
     def explain(
         self,
@@ -222,3 +236,11 @@ class SyncClusterInvalidator:
             await inv.aclose()
             raise
         return inv
+
+
+def _listed(name: str, values: Iterable[str | bytes]) -> list[str | bytes]:
+    """``values`` as a list; a lone string is a mistake worth a clear message."""
+    if isinstance(values, str | bytes):
+        raise InvalidInputError(f"{name} must be a list of strings, not a single "
+                                f"{type(values).__name__}; wrap it: {name}=[{values!r:.60}]")
+    return list(values)

@@ -22,6 +22,7 @@ from redis.exceptions import (
 )
 
 from clusterinval._core.slots import SLOT_COUNT, key_slot
+from clusterinval._core.tags import set_key, tag_slot, taken_key, takes_key
 from clusterinval._core.values import NodeAddr, SlotWalkStep
 from clusterinval._io.memory import MemoryCluster
 from clusterinval._io.protocol import ClusterIO, NodeIO, ScriptName
@@ -491,12 +492,78 @@ async def slot_walk_empty_key_rule(b: Backend) -> None:
     assert (step.examined, step.matched, step.deleted) == (1, 1, 1) and b"" not in b.all_keys()
 
 
+async def tag_index_add_take_scan_done(b: Backend) -> None:
+    """A tag's index: SADD with a growing TTL, an atomic take, SSCAN steps, and done."""
+    tag = b"contract:tag"
+    owner = b.owner(tag_slot(tag))
+    other = next(p for p in b.primaries if p != owner)
+    index, takes = set_key(tag), takes_key(tag)
+    taken = taken_key(tag, b"run1")
+    node = b.io.node(owner)
+    members = [b"m:%d" % i for i in range(7)]
+    assert await node.tags.add(index, members[:5], 60_000) == 5
+    assert await node.tags.add(index, members[3:], 10_000) == 2  # a shorter TTL: kept
+    (ttl,) = await node.ttls([index])
+    assert 50_000 < ttl <= 60_000
+    assert await node.tags.add(index, [b"m:0"], 120_000) == 0
+    (ttl,) = await node.ttls([index])
+    assert 110_000 < ttl <= 120_000
+    with pytest.raises(MovedError):
+        await b.io.node(other).tags.add(index, [b"x"], None)
+
+    took = await node.tags.take(index, takes, taken, keep_ms=600_000, inline=3)
+    assert took.count == 7 and took.members is None and took.leftovers == []
+    (gone, kept) = await node.ttls([index, taken])
+    assert gone == -2 and 500_000 < kept <= 600_000
+    assert await node.tags.add(index, [b"late"], None) == 1  # tagged after the take: a new set
+    (ttl,) = await node.ttls([index])
+    assert ttl == -1
+    read: list[bytes] = []
+    cursor = 0
+    while True:
+        cursor, step = await node.tags.scan(taken, cursor, 2)
+        read.extend(step)
+        if cursor == 0:
+            break
+    assert sorted(set(read)) == members
+
+    second = await node.tags.take(index, takes, taken_key(tag, b"run2"), keep_ms=600_000,
+                                  inline=3)
+    assert second.count == 1 and second.members == [b"late"] and second.leftovers == [taken]
+    await node.tags.done(takes, taken)
+    await node.tags.done(takes, taken_key(tag, b"run2"))
+    assert await node.ttls([taken, takes]) == [-2, -2]
+    empty = await node.tags.take(index, takes, taken_key(tag, b"run3"), keep_ms=1000, inline=3)
+    assert (empty.count, empty.members, empty.leftovers) == (0, None, [])
+    assert await node.tags.restore(index, [b"a", b"b"]) == 2
+    assert await node.tags.remove(index, [b"a", b"zz"]) == 1
+    cursor, rest = await node.tags.scan(index, 0, 10)
+    assert cursor == 0 and rest == [b"b"]
+
+
+async def ttls_and_write(b: Backend) -> None:
+    """PTTL replies (ms, -1, -2, MOVED) and SET with or without PX."""
+    p0, p1 = b.primaries[:2]
+    slot = next(s for s in range(SLOT_COUNT) if b.owner(s) == p0)
+    elsewhere = key_in(next(s for s in range(SLOT_COUNT) if b.owner(s) == p1))
+    k1, k2, k3 = keys_in(slot, 3, "w")
+    node = b.io.node(p0)
+    assert await node.write(k1, b"v", 30_000) is True
+    assert await node.write(k2, b"v", None) is True
+    replies = await node.ttls([k1, k2, k3, elsewhere])
+    assert 20_000 < replies[0] <= 30_000 and replies[1:3] == [-1, -2]
+    assert isinstance(replies[3], MovedError)
+    assert isinstance(await node.write(elsewhere, b"v", None), MovedError)
+    assert {k1, k2} <= b.all_keys() and elsewhere not in b.all_keys()
+
+
 STABLE_SCENARIOS = [
     scan_finds_exactly_the_matching_keys, empty_key_matches_only_star, unlink_and_exists_replies,
     crossslot_reply, moved_to_the_owner, ownership_unchanged_over_a_scan,
     cluster_view_as_cluster_slots, keys_in_slot_lists_local_keys,
     batch_calls_report_failed_batches, scan_step_deletes_what_it_finds,
     slot_walk_proves_reads_skips_and_caps, slot_walk_budget_resumes, slot_walk_empty_key_rule,
+    tag_index_add_take_scan_done, ttls_and_write,
 ]
 
 

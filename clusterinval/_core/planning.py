@@ -160,6 +160,7 @@ def make_plan(
     *,
     allow_match_all: bool = False,
     max_keys: int = 1_000_000,
+    allow_empty: bool = False,
 ) -> Plan:
     """Validate a call's arguments and decide how to serve them."""
     if type(allow_match_all) is not bool:
@@ -167,7 +168,7 @@ def make_plan(
             f"allow_match_all must be True or False, got {allow_match_all!r}")
     raw_keys = _as_list("keys", keys, max_keys)
     raw_patterns = _as_list("patterns", patterns, MAX_PATTERNS_PER_CALL)
-    if not raw_keys and not raw_patterns:
+    if not raw_keys and not raw_patterns and not allow_empty:
         raise InvalidInputError("nothing to invalidate: pass keys=[...] and/or patterns=[...]")
     if len(raw_keys) > max_keys:
         raise InvalidInputError(

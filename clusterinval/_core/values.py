@@ -10,7 +10,7 @@ from clusterinval._core.slots import SlotSet
 
 __all__ = [
     "ClusterView", "ErrorKind", "NodeAddr", "NodeOwnership", "Replication", "ScanStep",
-    "SlotBatch", "SlotWalkStep",
+    "SlotBatch", "SlotWalkStep", "TagTake",
 ]
 
 # What went wrong talking to a node: the ``error`` label of the metrics and the retry decision.
@@ -136,3 +136,17 @@ class SlotWalkStep:
     unproven: list[int]  # slots skipped: not served by the node, or mid-migration
     # Matched keys per prefix, each counted under every prefix it starts with (shared passes).
     per_prefix_all: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TagTake:
+    """What taking a tag's member set found.
+
+    ``count`` members were moved aside (0: the tag had no set); ``members`` lists them when the
+    set was small enough to come back with the take (else they are read in steps); ``leftovers``
+    are sets earlier runs took and did not finish.
+    """
+
+    count: int
+    members: list[bytes] | None
+    leftovers: list[bytes]

@@ -53,6 +53,11 @@ class Engine:
                                    Backoff(options.backoff_base_s, options.backoff_cap_s))
         self._view_read_at = -1e9
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """How this engine retries."""
+        return self._policy
+
     async def ensure_view(self) -> ClusterView:
         """A current view (read now if none or old); ClusterConnectionError when nothing answers."""
         view = self.topology.view

@@ -26,9 +26,13 @@ from clusterinval._core.values import (
     ScanStep,
     SlotBatch,
     SlotWalkStep,
+    TagTake,
 )
 
-__all__ = ["ClusterIO", "KeyCommand", "NodeIO", "OnReply", "ScriptName", "WalkStepHandler"]
+__all__ = [
+    "ClusterIO", "KeyCommand", "NodeIO", "OnReply", "PendingReplies", "ScriptName",
+    "StagedKeyCommands", "TagStore", "WalkStepHandler",
+]
 
 # The server-side steps a node may run (see ``lua.py``).
 ScriptName = Literal["batch", "scan_step", "slot_walk"]
@@ -40,12 +44,61 @@ OnReply = Callable[[int, Any], None]
 WalkStepHandler = Callable[[int, int, SlotWalkStep], None]
 
 
+class TagStore(Protocol):
+    """A node's side of the tag index: the member sets of the tags whose slot it serves.
+
+    Every call names keys of one slot (a tag's index keys share its hash tag) and raises the
+    node's refusal (MOVED, ASK, TRYAGAIN, CLUSTERDOWN...) as redis-py's exception, like a real
+    server; the engine routes and retries.
+    """
+
+    async def add(self, set_key: bytes, members: Sequence[bytes], ttl_ms: int | None) -> int:
+        """Add ``members`` to a member set, whose TTL becomes at least ``ttl_ms`` (None: the
+        set must not expire); the number of members that were new."""
+        ...
+
+    async def take(self, set_key: bytes, takes_key: bytes, taken_key: bytes, *, keep_ms: int,
+                   inline: int) -> TagTake:
+        """Atomically move a member set to ``taken_key`` (kept ``keep_ms`` at most) and register
+        it in ``takes_key``; the members come back when there are at most ``inline``."""
+        ...
+
+    async def done(self, takes_key: bytes, taken_key: bytes) -> None:
+        """Drop a taken set whose members are all gone, and its registration."""
+        ...
+
+    async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """One ``SSCAN key cursor COUNT count``."""
+        ...
+
+    async def restore(self, set_key: bytes, members: Sequence[bytes]) -> int:
+        """Put members back into a member set (SADD); the number that were new."""
+        ...
+
+    async def remove(self, set_key: bytes, members: Sequence[bytes]) -> int:
+        """Remove members from a member set (SREM); the number removed."""
+        ...
+
+
 class NodeIO(Protocol):
     """One node of the cluster, as the engine uses it."""
 
     @property
     def addr(self) -> NodeAddr:
         """The node's address."""
+        ...
+
+    @property
+    def tags(self) -> TagStore:
+        """The node's side of the tag index."""
+        ...
+
+    async def ttls(self, keys: Sequence[bytes]) -> list[Any]:
+        """``PTTL`` of each key, pipelined: an int, or the error instance the node answered."""
+        ...
+
+    async def write(self, key: bytes, value: bytes, ttl_ms: int | None) -> Any:
+        """``SET key value [PX ttl_ms]``: the reply, or the error instance the node answered."""
         ...
 
     async def cluster_view(self) -> ClusterView | None:
@@ -133,6 +186,40 @@ class NodeIO(Protocol):
         ran it is still read and handed to ``on_step``. ``empty_key``: whether the empty key
         matches (the pattern "*" alone).
         """
+        ...
+
+
+class PendingReplies(Protocol):
+    """Commands a node was sent and whose replies are still to be read."""
+
+    async def replies(self) -> list[Any]:
+        """Every reply in order (a value or the error instance), each also told to the
+        ``on_reply`` given when they were sent; the connection is given back."""
+        ...
+
+    async def abandon(self) -> None:
+        """Stop without reading on: replies already in flight are read briefly (and told to
+        ``on_reply``), so what the node did is counted; the connection is given back."""
+        ...
+
+
+class StagedKeyCommands(Protocol):
+    """An optional capability of a node: send key commands now, read their replies later.
+
+    One task can then send to several nodes and wait for all of them at once, with no task per
+    node; what a call gets from it is exactly what ``key_commands`` would give.
+    """
+
+    def can_begin(self) -> bool:
+        """Whether ``begin_key_commands`` would find a connection ready now: no connecting and
+        no waiting for one, so a node that does not answer cannot hold up the others."""
+        ...
+
+    async def begin_key_commands(
+        self, command: KeyCommand, key_lists: Sequence[Sequence[bytes]], *,
+        on_reply: OnReply | None = None,
+    ) -> PendingReplies:
+        """Send one ``command`` per key list, all at once (one write)."""
         ...
 
 

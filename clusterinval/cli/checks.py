@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from clusterinval._core.glob import compile_pattern
 from clusterinval._core.planning import make_plan, validate_operation_name
+from clusterinval._core.tags import validate_tags
 from clusterinval.compat import mask_credentials
 from clusterinval.errors import InvalidInputError, InvalidPatternError
 
@@ -43,13 +44,19 @@ def check_url(url: str) -> None:
 
 
 def check_invalidation(
-    keys: Sequence[str], patterns: Sequence[str], operation: str, *, allow_match_all: bool
+    keys: Sequence[str], patterns: Sequence[str], operation: str, *, allow_match_all: bool,
+    tags: Sequence[str] = (),
 ) -> None:
     """Everything the library would refuse, said with the flags (``--key``, ``--pattern`` ...)."""
-    if not keys and not patterns:
+    if not keys and not patterns and not tags:
         raise CliInputError(
-            "nothing to invalidate: pass --key KEY and/or --pattern PATTERN (both repeatable)"
+            "nothing to invalidate: pass --key KEY, --pattern PATTERN and/or --tag TAG "
+            "(all repeatable)"
         )
+    try:
+        validate_tags(tags)
+    except InvalidInputError as exc:
+        raise CliInputError(f"--tag: {exc}") from None
     try:
         validate_operation_name(operation)
     except InvalidInputError:
@@ -76,7 +83,7 @@ def check_invalidation(
                 "--allow-match-all if you really mean to empty it"
             )
     # Whatever else the library checks (limits, encodings), checked here too, before any I/O.
-    make_plan(keys, patterns, allow_match_all=allow_match_all)
+    make_plan(keys, patterns, allow_match_all=allow_match_all, allow_empty=bool(tags))
 
 
 def _problem(exc: InvalidPatternError, pattern: str) -> str:

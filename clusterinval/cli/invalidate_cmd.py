@@ -52,6 +52,11 @@ PatternOpt = Annotated[
     typer.Option("--pattern", "-p", metavar="PATTERN",
                  help="Redis glob of keys to delete (repeatable)."),
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tag", "-t", metavar="TAG",
+                 help="Tag whose indexed keys to delete (repeatable; see docs/tags.md)."),
+]
 OperationOpt = Annotated[
     str,
     typer.Option("--operation", "-o", metavar="NAME",
@@ -109,9 +114,11 @@ def invalidate(
     allow_match_all: AllowAllOpt = False,
     timeout: TimeoutOpt = None,
     pushgateway: PushOpt = None,
+    tag: TagOpt = None,
 ) -> None:
-    """Delete exact keys and every key matching the patterns, on every primary."""
-    _run(url, key, pattern, operation, dry_run, json_out, allow_match_all, timeout, pushgateway)
+    """Delete exact keys, every key matching the patterns and every tagged key."""
+    _run(url, key, pattern, operation, dry_run, json_out, allow_match_all, timeout, pushgateway,
+         tag)
 
 
 def count(
@@ -123,9 +130,11 @@ def count(
     allow_match_all: AllowAllOpt = False,
     timeout: TimeoutOpt = None,
     pushgateway: PushOpt = None,
+    tag: TagOpt = None,
 ) -> None:
     """Count the keys an invalidation would delete, with a sample (a dry run)."""
-    _run(url, key, pattern, operation, True, json_out, allow_match_all, timeout, pushgateway)
+    _run(url, key, pattern, operation, True, json_out, allow_match_all, timeout, pushgateway,
+         tag)
 
 
 def _run(
@@ -138,11 +147,12 @@ def _run(
     allow_match_all: bool,
     timeout: float | None,
     pushgateway: str | None,
+    tags: list[str] | None = None,
 ) -> None:
     # Bad input is refused before any connection: exit 2 whatever state the cluster is in.
     try:
         check_invalidation(keys or [], patterns or [], operation,
-                           allow_match_all=allow_match_all)
+                           allow_match_all=allow_match_all, tags=tags or [])
         target = resolve_url(url, as_json=as_json)
         check_url(target)
     except InvalidInputError as exc:
@@ -159,7 +169,7 @@ def _run(
     try:
         result = anyio.run(
             _invalidate, target, keys, patterns, operation, dry_run, allow_match_all, options,
-            registry, show_progress,
+            registry, show_progress, tags,
         )
     except InvalidationError as exc:
         _push(pushgateway, registry)
@@ -199,12 +209,13 @@ async def _invalidate(
     options: dict[str, Any],
     registry: Any,
     show_progress: bool,
+    tags: list[str] | None = None,
 ) -> InvalidationResult:
     async with ClusterInvalidator.from_url(url, registry=registry, **options) as inv:
-        if not show_progress:
+        if not show_progress or tags:
             return await inv.invalidate(
                 keys or None, patterns or None, operation, dry_run,
-                allow_match_all=allow_match_all,
+                allow_match_all=allow_match_all, tags=tags or None,
             )
         watch = inv.progress_watch()
         async with anyio.create_task_group() as tg:

@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from clusterinval.cli import bench_cmd, cluster_cmd, demo, explain_cmd, invalidate_cmd, loadtest_cmd
+from clusterinval.cli import (
+    bench_cmd,
+    cluster_cmd,
+    demo,
+    explain_cmd,
+    invalidate_cmd,
+    loadtest_cmd,
+    queue_cmd,
+    tags_cmd,
+    worker_cmd,
+)
 from clusterinval.cli.base import Command, Group
 from clusterinval.cli.output import err_console, out_console
 
@@ -63,9 +73,12 @@ app.command("invalidate", cls=Command)(invalidate_cmd.invalidate)
 app.command("count", cls=Command)(invalidate_cmd.count)
 app.command("explain", cls=Command)(explain_cmd.explain)
 app.add_typer(cluster_cmd.app, name="cluster")
+app.add_typer(tags_cmd.app, name="tags")
 app.command("demo", cls=Command)(demo.demo)
 app.command("loadtest", cls=Command)(loadtest_cmd.loadtest)
 app.command("bench", cls=Command)(bench_cmd.bench)
+app.command("worker", cls=Command)(worker_cmd.worker)
+app.add_typer(queue_cmd.app, name="queue")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("README.md", "docs/guide.md")
+DOCS = ("README.md", "docs/guide.md", "docs/tags.md")
 EXAMPLE_URLS = ("redis://10.0.0.5:7000", "redis://127.0.0.1:7000")
 _FENCE = re.compile(r"^```(\S*)\s*(.*)$")
 _FILE_COMMENT = re.compile(r"^#\s*([\w.-]+\.toml)\s*$")

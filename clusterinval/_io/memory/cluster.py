@@ -18,6 +18,7 @@ from clusterinval._io.memory.controls import CallControls, CallHook
 from clusterinval._io.memory.errors import DOWN_UNBOUND, redis_error
 from clusterinval._io.memory.node import MemoryNode
 from clusterinval._io.memory.node_state import GONE, PRIMARY
+from clusterinval._io.memory.tags import sadd
 from clusterinval._io.memory.topology import ClusterState
 from clusterinval._io.protocol import ClusterIO
 
@@ -201,6 +202,21 @@ class MemoryCluster:
             for t in targets:
                 n += cluster.unlink(t, key)
         return n
+
+    def set_members(self, key: bytes) -> frozenset[bytes]:
+        """The members of the set at ``key`` on the slot's owner (empty when there is none)."""
+        owner = self._state.owners[key_slot(key)]
+        if owner is None:
+            return frozenset()
+        return frozenset(self._state.nodes[owner].sets.get(key, ()))
+
+    def sadd(self, key: bytes, members: Iterable[bytes]) -> int:
+        """``SADD key members`` on the slot's owner, at once (a side door for tests)."""
+        owner = self._state.owners[key_slot(key)]
+        if owner is None:
+            raise redis_error(DOWN_UNBOUND)
+        wanted = list(members)
+        return self._state.apply(self._state.nodes[owner], lambda node: sadd(node, key, wanted))
 
     # -- slots and migration -------------------------------------------------------------------
 

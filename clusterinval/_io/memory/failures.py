@@ -29,7 +29,7 @@ def failover(cluster: ClusterState, primary: NodeAddr, keep_keys: bool) -> NodeA
     else:
         new = nodes[cluster.new_node(PRIMARY)]
         if keep_keys:
-            new.load(dict(old.data))
+            new.load(old)
     cluster.current_epoch = max([cluster.current_epoch, *(n.epoch for n in nodes.values())])
     cluster.current_epoch += 1
     new.epoch = cluster.current_epoch
@@ -41,7 +41,7 @@ def failover(cluster: ClusterState, primary: NodeAddr, keep_keys: bool) -> NodeA
     if candidates:
         old.role, old.primary = REPLICA, new.addr
         if not old.killed:
-            old.load(dict(new.data))
+            old.load(new)
     else:
         old.role, old.primary, old.killed = GONE, None, True
         old.wake()
@@ -49,7 +49,7 @@ def failover(cluster: ClusterState, primary: NodeAddr, keep_keys: bool) -> NodeA
         if r.role == REPLICA and r.primary == primary:
             r.primary = new.addr
             if r.link_up and not r.killed:
-                r.load(dict(new.data))
+                r.load(new)
                 r.repl_offset = new.repl_offset
     return new.addr
 
@@ -69,7 +69,7 @@ def revive(cluster: ClusterState, node: NodeAddr) -> None:
     state.killed = False
     if state.role == REPLICA and state.primary is not None and state.link_up:
         primary = cluster.nodes[state.primary]
-        state.load(dict(primary.data))
+        state.load(primary)
         state.repl_offset = primary.repl_offset
 
 
@@ -98,7 +98,7 @@ def replication_link(cluster: ClusterState, replica: NodeAddr, up: bool) -> None
     state.link_up = up
     if up:
         primary = cluster.nodes[state.primary]
-        state.load(dict(primary.data))
+        state.load(primary)
         state.repl_offset = primary.repl_offset
 
 

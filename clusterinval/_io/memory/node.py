@@ -20,9 +20,10 @@ from clusterinval._core.values import (
 )
 from clusterinval._io.memory import steps
 from clusterinval._io.memory.call import enter, pipeline
-from clusterinval._io.memory.commands import key_command, scan
+from clusterinval._io.memory.commands import key_command, route, scan
 from clusterinval._io.memory.controls import CallControls, Injection
 from clusterinval._io.memory.node_state import PRIMARY, REPLICA, NodeState
+from clusterinval._io.memory.tags import MemoryTagStore
 from clusterinval._io.memory.topology import ClusterState
 from clusterinval._io.protocol import KeyCommand, NodeIO, OnReply, ScriptName, WalkStepHandler
 
@@ -37,11 +38,47 @@ class MemoryNode:
         self._controls = controls
         self._addr = addr
         self._ready: dict[str, bool] = {}
+        self._tags = MemoryTagStore(cluster, controls, addr)
 
     @property
     def addr(self) -> NodeAddr:
         """The node's address."""
         return self._addr
+
+    @property
+    def tags(self) -> MemoryTagStore:
+        """The node's side of the tag index."""
+        return self._tags
+
+    async def ttls(self, keys: Sequence[bytes]) -> list[Any]:
+        """PTTL of each key as the node answers it: ms, -1 (no TTL), -2 (absent) or the error."""
+        state, _injected = await self._enter("ttls")
+        out: list[Any] = []
+        for key in keys:
+            refused = route(self._cluster, state, [key], False)
+            if refused is not None:
+                out.append(refused)
+            elif key not in state.data:
+                out.append(-2)
+            else:
+                out.append(state.ttls.get(key, -1))
+        return out
+
+    async def write(self, key: bytes, value: bytes, ttl_ms: int | None) -> Any:
+        """SET (PX ``ttl_ms``): True, or the error instance the node answered."""
+        state, _injected = await self._enter("write")
+        refused = route(self._cluster, state, [key], False)
+        if refused is not None:
+            return refused
+
+        def change(node: NodeState) -> None:
+            node.drop(key)
+            node.put(key, value)
+            if ttl_ms is not None:
+                node.ttls[key] = ttl_ms
+
+        self._cluster.apply(state, change)
+        return True
 
     async def _enter(self, operation: str) -> tuple[NodeState, Injection | None]:
         return await enter(self._cluster, self._controls, self._addr, operation)

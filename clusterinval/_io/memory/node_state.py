@@ -33,6 +33,8 @@ class NodeState:
     epoch: int
     primary: NodeAddr | None = None  # a replica's primary
     data: dict[bytes, bytes] = field(default_factory=dict)
+    sets: dict[bytes, set[bytes]] = field(default_factory=dict)  # set-typed keys (tag indexes)
+    ttls: dict[bytes, int] = field(default_factory=dict)  # PTTL of keys given one (ms; static)
     by_slot: dict[int, dict[bytes, None]] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)  # sorted SCAN positions present
     at: dict[int, list[bytes]] = field(default_factory=dict)  # SCAN position -> keys
@@ -66,6 +68,8 @@ class NodeState:
         if key not in self.data:
             return False
         del self.data[key]
+        self.sets.pop(key, None)
+        self.ttls.pop(key, None)
         slot = key_slot(key)
         keys = self.by_slot[slot]
         del keys[key]
@@ -79,11 +83,13 @@ class NodeState:
             del self.order[bisect_left(self.order, pos)]
         return True
 
-    def load(self, data: dict[bytes, bytes]) -> None:
-        """Replace the keyspace (a full resync)."""
+    def load(self, other: NodeState) -> None:
+        """Replace the keyspace with a copy of ``other``'s (a full resync)."""
         self.data, self.by_slot, self.order, self.at = {}, {}, [], {}
-        for k, v in data.items():
+        for k, v in dict(other.data).items():
             self.put(k, v)
+        self.sets = {k: set(v) for k, v in other.sets.items()}
+        self.ttls = dict(other.ttls)
 
     def slot_keys(self, slot: int) -> list[bytes]:
         """The keys of ``slot`` the node holds, in the order they were written."""

@@ -7,12 +7,15 @@ reaches its linked replicas in the same step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from clusterinval._core.slots import SLOT_COUNT, SlotSet
 from clusterinval._core.values import NodeAddr
 from clusterinval._io.memory.node_state import PRIMARY, REPLICA, NodeState
 
 __all__ = ["ClusterState"]
+
+T = TypeVar("T")
 
 
 class ClusterState:
@@ -124,6 +127,12 @@ class ClusterState:
         """Set ``key`` on ``node`` and on its linked replicas."""
         node.put(key, value)
         self._replicate(node, lambda r: r.put(key, value))
+
+    def apply(self, node: NodeState, change: Callable[[NodeState], T]) -> T:
+        """Apply ``change`` to ``node`` and to its linked replicas; its result on ``node``."""
+        result = change(node)
+        self._replicate(node, change)
+        return result
 
     def unlink(self, node: NodeState, key: bytes) -> int:
         """Delete ``key`` from ``node`` and its linked replicas; 1 when it was there, else 0."""

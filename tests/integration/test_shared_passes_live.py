@@ -57,11 +57,11 @@ async def test_sharing_off_runs_each_call_alone(cluster_url: str,
                                                 client: redis.RedisCluster) -> None:
     _fill(client, [f"solo:{i}:{j}" for i in range(3) for j in range(5)])
     registry = CollectorRegistry()
-    async with ClusterInvalidator.from_url(cluster_url, registry=registry,
-                                           shared_passes=False) as inv:
-        async with anyio.create_task_group() as tg:
-            for i in range(3):
-                tg.start_soon(inv.invalidate, None, [f"solo:{i}:*"], "solo")
+    async with (ClusterInvalidator.from_url(cluster_url, registry=registry,
+                                            shared_passes=False) as inv,
+                anyio.create_task_group() as tg):
+        for i in range(3):
+            tg.start_soon(inv.invalidate, None, [f"solo:{i}:*"], "solo")
     assert registry.get_sample_value("clusterinval_shared_pass_calls_count") in (None, 0)
     assert registry.get_sample_value("clusterinval_keys_deleted_total",
                                      {"operation": "solo"}) == 15
