@@ -15,6 +15,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from clusterinval._core.coverage import Coverage
+from clusterinval._core.planning import ScanPass
 from clusterinval._core.slots import SlotSet
 from clusterinval._core.values import NodeAddr, NodeOwnership
 from clusterinval._engine.context import RunContext
@@ -52,14 +53,26 @@ class NodePasses:
         tally = ctx.tally.node(node)
         started = anyio.current_time()
         proven = SlotSet()
+        scanned = False
+        rest = need
         try:
             with node_pass_span(node.name, match=scan_pass.match.decode("utf-8",
                                                                         "backslashreplace")):
+                if await self._walkable(node, scan_pass):
+                    # Each walk call proves, inside itself, that the node serves each slot it
+                    # reads: no ownership reading before or after (a slot it does not serve
+                    # comes back unproven, and the next round finds its owner).
+                    walked, whole = await self._walk_pass(node, scan_pass, need)
+                    proven.update(walked)
+                    if whole:
+                        return
+                    rest = need.difference(walked)  # slots too big for a walk call
                 before = await self._ownership(node)
-                if not len(need.intersection(before.stable)):
+                if not len(rest.intersection(before.stable)):
                     return  # the node no longer serves these slots: the next round finds the owner
-                proven, scanned = await self._serve(node, index, need, before)
-                after = await self._ownership(node) if scanned else before
+                await self._serve(node, index)
+                scanned = True
+                after = await self._ownership(node)
         except ClusterPermissionError:
             raise
         except (RedisError, OSError, TimeoutError) as exc:
@@ -72,14 +85,36 @@ class NodePasses:
             return
         finally:
             tally.busy_s += anyio.current_time() - started
-        covered = self._coverage.record_proven(index, need.intersection(proven))
+            # What a walk proved stays proven, however the rest of the job ended.
+            ctx.tally.covered += self._coverage.record_proven(index, need.intersection(proven))
         if scanned:
-            covered += self._coverage.record(index, need, before, after)
-        ctx.tally.covered += covered
+            ctx.tally.covered += self._coverage.record(index, rest, before, after)
 
-    async def _serve(self, node: NodeAddr, index: int, need: SlotSet, before: NodeOwnership
-                     ) -> tuple[SlotSet, bool]:
-        """Serve the pass: (slots a walk proved read whole, whether the node was scanned)."""
+    async def _walkable(self, node: NodeAddr, scan_pass: ScanPass) -> bool:
+        """Whether the slot walk serves this pass on ``node`` (prefix patterns, cluster mode,
+        reads on the primary, the script available)."""
+        ctx = self._ctx
+        view = ctx.topology.view
+        return (view is not None and not view.standalone
+                and not ctx.options.scan_on_replicas
+                and all(g.prefix_only for g in scan_pass.globs)
+                and await ctx.unlinker.script_ready(node, "slot_walk"))
+
+    async def _walk_pass(self, node: NodeAddr, scan_pass: ScanPass, need: SlotSet
+                         ) -> tuple[SlotSet, bool]:
+        """Walk ``need`` on ``node``: (slots proven read whole, whether none was too big)."""
+        ctx = self._ctx
+        tally = ctx.tally.node(node)
+        if ctx.watched:  # a live display measures the reads against the node's size
+            size = await ctx.call(node, ctx.topology.node(node).dbsize, "DBSIZE")
+            tally.size = max(tally.size, size)
+        proven, whole = await self._walk.serve(node, scan_pass, need)
+        if whole:
+            tally.read = max(tally.read, tally.size)
+        return proven, whole
+
+    async def _serve(self, node: NodeAddr, index: int) -> None:
+        """Serve the pass by listing its one slot, or by a SCAN of the node."""
         ctx = self._ctx
         scan_pass = ctx.plan.passes[index]
         # Slot-level commands exist only in cluster mode.
@@ -87,30 +122,13 @@ class NodePasses:
         slot = scan_pass.single_slot
         if slot is not None and cluster and await self._listing.serve(node, scan_pass, index,
                                                                        slot):
-            return SlotSet(), True
+            return
         source = await self._client.source(node) if ctx.options.scan_on_replicas else node
-        io = ctx.topology.node(node)
         tally = ctx.tally.node(node)
-
-        async def read_size() -> int:
-            # One O(1) command: what a scan will read, and what live progress is measured against.
-            size = await ctx.call(node, io.dbsize, "DBSIZE")
-            tally.size = max(tally.size, size)
-            return size
-
-        # A walk needs no DBSIZE of its own: read it up front only for a live display.
-        size = await read_size() if ctx.watched else None
-        proven = SlotSet()
-        # Server-side paths read the primary; scanning a replica instead needs the client path.
-        if (cluster and source == node and all(g.prefix_only for g in scan_pass.globs)
-                and await ctx.unlinker.script_ready(node, "slot_walk")):
-            proven, whole = await self._walk.serve(node, scan_pass,
-                                                   need.intersection(before.owned))
-            if whole:
-                tally.read = max(tally.read, tally.size)
-                return proven, False
-        if size is None:
-            size = await read_size()
+        # One O(1) command: what the scan will read, and what live progress is measured against.
+        size = await ctx.call(node, ctx.topology.node(node).dbsize, "DBSIZE")
+        tally.size = max(tally.size, size)
+        # Server-side steps read the primary; scanning a replica instead needs the client path.
         if (scan_pass.server_exact and source == node
                 and await ctx.unlinker.script_ready(node, "scan_step")):
             await self._server.serve(node, scan_pass)
@@ -118,7 +136,6 @@ class NodePasses:
             await self._client.serve(node, scan_pass, index, source)
         tally.scanned += size
         tally.read = max(tally.read, tally.size)
-        return proven, True
 
     async def _ownership(self, node: NodeAddr) -> NodeOwnership:
         return await self._ctx.call(node, lambda: self._ctx.topology.ownership(node),

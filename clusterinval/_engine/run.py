@@ -91,10 +91,13 @@ class Engine:
         await self.ensure_view()
         with anyio.move_on_after(deadline_s) as scope:
             try:
-                async with anyio.create_task_group() as tg:
-                    if plan.keys or plan.literal_origins:
-                        tg.start_soon(run.exact.run)
-                    if plan.passes:
+                if not plan.passes:
+                    # Exact keys only (the common small call): no task group to set up.
+                    await run.exact.run()
+                else:
+                    async with anyio.create_task_group() as tg:
+                        if plan.keys or plan.literal_origins:
+                            tg.start_soon(run.exact.run)
                         tg.start_soon(run.scan_passes)
             except anyio.get_cancelled_exc_class():
                 if not scope.cancel_called:  # cancelled by the caller, not by our deadline

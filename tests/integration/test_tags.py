@@ -104,9 +104,10 @@ async def test_writers_racing_an_invalidation_leave_no_live_key_unindexed(
     assert all(k.encode() in index for k in alive + after), "a live tagged key is not indexed"
 
 
+@pytest.mark.parametrize("n", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
 async def test_a_large_index_is_read_without_a_slow_command(cluster_url: str,
-                                                            client: redis.RedisCluster) -> None:
-    n = 100_000
+                                                            client: redis.RedisCluster,
+                                                            n: int) -> None:
     keys = [f"big:{i}".encode() for i in range(n)]
     fill_keys(cluster_url, keys)
     async with ClusterInvalidator.from_url(cluster_url, registry=CollectorRegistry()) as inv:

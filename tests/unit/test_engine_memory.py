@@ -263,12 +263,14 @@ class TestCoverage:
             c.setslot_node(42, dst)
             c.setslot_node(42, dst, on=src)
 
-        done = act_at(c, src, "ownership", {2: finish})
+        # The walk proves ownership inside each call: the migration ends as the second round's
+        # walk of the source starts, and a third round reads slot 42 on its new owner.
+        done = act_at(c, src, "slot_walk", {2: finish})
         inv = invalidator(c)
         result = await inv.invalidate(patterns=["inv:*"], operation_name="test")
         assert done == [2] and result.complete and c.keys() == kept
         assert result.deleted == len(doomed) + len(here)
-        assert c.call_count(operation="ownership") > 2  # more than one round
+        assert c.call_count(node=dst, operation="slot_walk") >= 2  # more than one round
 
     async def test_command_retries_then_success(self) -> None:
         c = MemoryCluster(primaries=2)
