@@ -276,6 +276,10 @@ class ClusterInvalidator:
             parts.tags = await taker.run(parts.tag_names, len(parts.plan.patterns),
                                          dry_run=dry_run)
 
+        plan = parts.plan
+        if not (plan.keys or plan.literal_origins or plan.passes):
+            await run_tags()  # tags alone: nothing to run beside them
+            return
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_tags)

@@ -69,6 +69,9 @@ class TagTaker:
         """Invalidate ``tags``; ``patterns`` sizes the tally's per-pattern figures (unused)."""
         outcome = TagOutcome([0] * len(tags), [0] * len(tags), RunTally(patterns))
         run_id = os.urandom(8).hex().encode()
+        if len(tags) == 1:
+            await self._one(0, tags[0], run_id, outcome, dry_run)
+            return outcome
         limiter = anyio.CapacityLimiter(_CONCURRENT_TAGS)
 
         async def one(index: int, tag: bytes) -> None:

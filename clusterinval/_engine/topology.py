@@ -32,10 +32,23 @@ class Topology:
         self._view: ClusterView | None = None
         self._refresh_lock = anyio.Lock()
         self._generation = 0
+        # Readings begun so far, and the number of the one the current view came from: a caller
+        # that waited for the lock while a reading begun after its request finished takes that
+        # view rather than reading again (many callers at once cost one or two readings).
+        self._readings = 0
+        self._view_reading = 0
+        self._staged: bool | None = None
 
     def node(self, addr: NodeAddr) -> NodeIO:
         """The node at ``addr``."""
         return self.io.node(addr)
+
+    def staged(self, addr: NodeAddr) -> bool:
+        """Whether the nodes can send key commands now and read their replies later
+        (``StagedKeyCommands``); the same for every node of one connection layer."""
+        if self._staged is None:
+            self._staged = hasattr(self.io.node(addr), "begin_key_commands")
+        return self._staged
 
     async def aclose(self) -> None:
         """Close every connection."""
@@ -65,10 +78,19 @@ class Topology:
         return list(seen)
 
     async def refresh(self, *, if_generation: int | None = None) -> ClusterView:
-        """Read slot ownership from the first node that answers."""
+        """Read slot ownership from the first node that answers.
+
+        The view returned was read after this call began; with ``if_generation``, any view
+        newer than that generation will do.
+        """
+        asked = self._readings
         async with self._refresh_lock:
             if if_generation is not None and if_generation != self._generation and self._view:
                 return self._view  # another task refreshed while we waited
+            if self._view is not None and self._view_reading > asked:
+                return self._view  # read, by another task, after this call began
+            self._readings += 1
+            reading = self._readings
             errors: list[str] = []
             for node in self.known_nodes():
                 try:
@@ -83,6 +105,7 @@ class Topology:
                 if view is None:
                     continue  # a node that knows no slots (fresh, or not yet joined)
                 self._view = view
+                self._view_reading = reading
                 self._generation += 1
                 for p in view.primaries:
                     if p not in self._seeds:

@@ -7,13 +7,17 @@ Two ways to send a node its batches, same result:
   ``UNLINK`` commands (a round trip and a parse for hundreds of slots instead of one each). A
   batch the step could not delete (its slot moved) falls back to the pipeline, which follows MOVED
   and ASK like a cluster client does.
+
+A small call (a few slot batches per node, the common invalidation of a handful of keys) is sent
+to every node first and the replies read afterwards, all in the calling task: one round trip to
+each owner at once, without a task per node.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from redis.exceptions import (
@@ -27,10 +31,16 @@ from redis.exceptions import (
 from clusterinval._core.tally import RunTally
 from clusterinval._core.values import NodeAddr, SlotBatch
 from clusterinval._engine.ratelimit import Limits
-from clusterinval._engine.retry import RetryPolicy, classify, is_transient, refusal
+from clusterinval._engine.retry import RetryPolicy, classify, is_transient, leading_error, refusal
 from clusterinval._engine.topology import Topology
 from clusterinval._io.lua import split_calls
-from clusterinval._io.protocol import KeyCommand, ScriptName
+from clusterinval._io.protocol import (
+    KeyCommand,
+    OnReply,
+    PendingReplies,
+    ScriptName,
+    StagedKeyCommands,
+)
 
 __all__ = ["Confirm", "Unlinker"]
 
@@ -47,6 +57,12 @@ _KEYS_IN_FLIGHT = 1000
 # 0.3 ms call); with a few calls in flight it idles briefly between them, is scheduled promptly,
 # and other clients' commands interleave with ours. A few in flight still hide the round trip.
 _CALLS_IN_FLIGHT = 2
+# A node's share of a call goes by the staged path (see the module's docstring) when it is at
+# most this many slot batches, all sent in one write: one pipelined UNLINK per slot is then as
+# few round trips as the batch step, and its replies need no script.
+_STAGED_BATCHES = 8
+
+Outcome = tuple[list[SlotBatch], BaseException | None]
 
 
 class Unlinker:
@@ -118,16 +134,10 @@ class Unlinker:
             by_node, orphans = self._route(pending)
             retry: list[SlotBatch] = list(orphans)
             last_error: BaseException | None = None
-            outcomes: list[tuple[list[SlotBatch], BaseException | None]] = []
-
-            async def send(
-                node: NodeAddr, node_batches: list[SlotBatch], sink: list[Any] = outcomes
-            ) -> None:
-                sink.append(await self._send(node, node_batches, confirm))
-
-            async with anyio.create_task_group() as tg:
-                for node, node_batches in by_node.items():
-                    tg.start_soon(send, node, node_batches)
+            if self._stageable(by_node):
+                outcomes = await self._send_staged(by_node, confirm)
+            else:
+                outcomes = await self._send_each(by_node, confirm)
             for again, err in outcomes:
                 retry.extend(again)
                 last_error = err or last_error
@@ -143,6 +153,100 @@ class Unlinker:
             if orphans or last_error is not None:
                 await self._refresh_quietly()
 
+    async def _send_each(self, by_node: dict[NodeAddr, list[SlotBatch]], confirm: Confirm
+                         ) -> list[Outcome]:
+        """One task per node (large calls: each node's window moves as its replies come)."""
+        outcomes: list[Outcome] = []
+
+        async def send(node: NodeAddr, node_batches: list[SlotBatch]) -> None:
+            outcomes.append(await self._send(node, node_batches, confirm))
+
+        if len(by_node) == 1:
+            [(node, node_batches)] = by_node.items()
+            await send(node, node_batches)
+            return outcomes
+        try:
+            async with anyio.create_task_group() as tg:
+                for node, node_batches in by_node.items():
+                    tg.start_soon(send, node, node_batches)
+        except BaseExceptionGroup as group:
+            # A refusal ends the call; its callers expect the error itself, not a group.
+            raise leading_error(group) from None
+        return outcomes
+
+    def _stageable(self, by_node: dict[NodeAddr, list[SlotBatch]]) -> bool:
+        """Whether every node's share is small enough to go in one write, staged."""
+        if not by_node or self._limits.paced:
+            return False  # under a budget each share is paid for before it goes: per node
+        topology = self._topology
+        if not topology.staged(next(iter(by_node))):
+            return False
+        for node, node_batches in by_node.items():
+            if len(node_batches) > _STAGED_BATCHES:
+                return False
+            # Sends go one node after another: each must find a connection ready, so that a
+            # node slow to connect (or a full pool) cannot hold up the others' sends.
+            if not cast(StagedKeyCommands, topology.node(node)).can_begin():
+                return False
+            keys = 0
+            for batch in node_batches:
+                keys += len(batch[1])
+            if keys > _KEYS_IN_FLIGHT:
+                return False
+        return True
+
+    async def _send_staged(self, by_node: dict[NodeAddr, list[SlotBatch]], confirm: Confirm
+                           ) -> list[Outcome]:
+        """Send every node its share, then read each node's replies, in this task.
+
+        All the nodes have their commands before any reply is awaited, so the call takes one
+        round trip to the slowest owner, as with a task per node. Each share is judged as
+        ``_send`` judges it: what a reply confirmed is done, anything else goes back to be
+        retried; one command timeout covers the whole exchange.
+        """
+        shares = [_Share(node, node_batches, confirm) for node, node_batches in by_node.items()]
+        outcomes: list[Outcome] = []
+        topology, command = self._topology, self._command
+        try:
+            with anyio.move_on_after(self._timeout_s):
+                for share in shares:
+                    io = cast(StagedKeyCommands, topology.node(share.node))
+                    try:
+                        share.pending = await io.begin_key_commands(
+                            command, [keys for _s, keys in share.batches],
+                            on_reply=share.on_reply)
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        share.finished = True
+                        outcomes.append(self._failed(share.node, share.batches, share.done, exc))
+                    else:
+                        self._tally.node(share.node).unlink_calls += len(share.batches)
+                for share in shares:
+                    if share.pending is None or share.finished:
+                        continue
+                    try:
+                        replies = await share.pending.replies()
+                        if len(share.done) == len(share.batches):
+                            outcome: Outcome = ([], None)  # every batch confirmed
+                        else:
+                            outcome = await self._pipeline_outcome(
+                                share.node, share.batches, replies, share.confirmed)
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        outcome = self._failed(share.node, share.batches, share.done, exc)
+                    outcomes.append(outcome)
+                    share.finished = True
+        finally:
+            # Sent and not read (the command timeout passed, the run was cancelled, a node
+            # refused us): what is in flight is read briefly, so it is counted.
+            for share in shares:
+                if share.pending is not None and not share.finished:
+                    await share.pending.abandon()
+        for share in shares:
+            if not share.finished:
+                late = TimeoutError(f"no reply from {share.node.name} within "
+                                    f"{self._timeout_s:g} s")
+                outcomes.append(self._failed(share.node, share.batches, share.done, late))
+        return outcomes
+
     async def _refresh_quietly(self) -> None:
         try:
             await self._topology.refresh(if_generation=self._topology.generation)
@@ -150,9 +254,8 @@ class Unlinker:
             # ClusterConnectionError is an OSError too: keep retrying within the run's deadline.
             log.debug("topology refresh failed: %s", exc)
 
-    async def _send(
-        self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
-    ) -> tuple[list[SlotBatch], BaseException | None]:
+    async def _send(self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
+                    ) -> Outcome:
         """Send ``batches`` to ``node``: (batches to retry elsewhere or later, last error)."""
         await self._limits.acquire(node, sum(len(k) for _s, k in batches))
         done: set[int] = set()  # id() of each batch a reply confirmed
@@ -167,11 +270,16 @@ class Unlinker:
                     return await self._send_script(node, batches, confirmed)
                 return await self._send_pipeline(node, batches, confirmed)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._tally.error(node, classify(exc))
-            if not is_transient(exc):
-                self._raise_permanent(node, exc)
-            # Only what no reply confirmed is sent again.
-            return [b for b in batches if id(b) not in done], exc
+            return self._failed(node, batches, done, exc)
+
+    def _failed(self, node: NodeAddr, batches: list[SlotBatch], done: set[int],
+                exc: BaseException) -> Outcome:
+        """What a failed send leaves: the batches no reply confirmed, to retry; refusals raise."""
+        self._tally.error(node, classify(exc))
+        if not is_transient(exc):
+            self._raise_permanent(node, exc)
+        # Only what no reply confirmed is sent again.
+        return [b for b in batches if id(b) not in done], exc
 
     async def _send_script(
         self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
@@ -203,19 +311,20 @@ class Unlinker:
             return [], None
         return await self._send_pipeline(node, fallback, confirm)
 
-    async def _send_pipeline(
-        self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
-    ) -> tuple[list[SlotBatch], BaseException | None]:
-        def on_reply(index: int, reply: Any) -> None:
-            if not isinstance(reply, BaseException):
-                confirm(node, (batches[index],), int(reply))
-
+    async def _send_pipeline(self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm
+                             ) -> Outcome:
         # As with the batch step: about this many keys queued on the node at once.
         per_command = max(1, sum(len(k) for _s, k in batches) // len(batches))
         replies = await self._topology.node(node).key_commands(
             self._command, [keys for _s, keys in batches],
-            window=max(4, _KEYS_IN_FLIGHT // per_command), on_reply=on_reply)
+            window=max(4, _KEYS_IN_FLIGHT // per_command),
+            on_reply=_confirming(node, batches, confirm))
         self._tally.node(node).unlink_calls += len(batches)
+        return await self._pipeline_outcome(node, batches, replies, confirm)
+
+    async def _pipeline_outcome(self, node: NodeAddr, batches: list[SlotBatch],
+                                replies: list[Any], confirm: Confirm) -> Outcome:
+        """Follow the pipeline's error replies: redirects, TRYAGAIN, transient errors."""
         retry: list[SlotBatch] = []
         last: BaseException | None = None
         for batch, reply in zip(batches, replies, strict=True):
@@ -263,3 +372,39 @@ class Unlinker:
         if refused is not None:
             raise refused from None
         raise exc
+
+
+def _confirming(node: NodeAddr, batches: list[SlotBatch], confirm: Confirm) -> OnReply:
+    """An ``on_reply`` that confirms each batch whose UNLINK (or EXISTS) was answered."""
+
+    def on_reply(index: int, reply: Any) -> None:
+        if not isinstance(reply, BaseException):
+            confirm(node, (batches[index],), int(reply))
+
+    return on_reply
+
+
+class _Share:
+    """One node's part of a staged send: its batches, what its replies confirmed, its state."""
+
+    __slots__ = ("batches", "confirm", "done", "finished", "node", "pending")
+
+    def __init__(self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm) -> None:
+        self.node = node
+        self.batches = batches
+        self.confirm = confirm
+        self.done: set[int] = set()  # id() of each batch a reply confirmed
+        self.pending: PendingReplies | None = None
+        self.finished = False  # its outcome is known
+
+    def on_reply(self, index: int, reply: Any) -> None:
+        """Confirm the batch whose UNLINK (or EXISTS) was answered."""
+        if not isinstance(reply, BaseException):
+            batch = self.batches[index]
+            self.done.add(id(batch))
+            self.confirm(self.node, (batch,), int(reply))
+
+    def confirmed(self, at: NodeAddr, group: Sequence[SlotBatch], n: int) -> None:
+        """Confirm ``group`` (answered by ``at``, after a redirect)."""
+        self.done.update(map(id, group))
+        self.confirm(at, group, n)

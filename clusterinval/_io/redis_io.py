@@ -30,10 +30,21 @@ from clusterinval._core.values import (
 )
 from clusterinval._io.lua import SCRIPTS, batch_argv, batch_offsets, walk_step
 from clusterinval._io.protocol import KeyCommand, OnReply, ScriptName, WalkStepHandler
-from clusterinval._io.resp import Commands, pack, read_reply, read_settled, send_many
+from clusterinval._io.redis_tags import RedisTagStore
+from clusterinval._io.resp import (
+    Commands,
+    Exchange,
+    begin,
+    call,
+    pack,
+    read_reply,
+    read_settled,
+    send_many,
+    write,
+)
 from clusterinval.errors import InvalidInputError
 
-__all__ = ["CONNECTION_OPTIONS", "RedisClusterIO", "RedisNode", "command"]
+__all__ = ["CONNECTION_OPTIONS", "NodePool", "RedisClusterIO", "RedisNode", "command"]
 
 log = logging.getLogger("clusterinval.engine")
 
@@ -143,7 +154,7 @@ class RedisClusterIO:
     def _client(self, addr: NodeAddr) -> Redis:
         # A blocking pool: under a burst of concurrent callers a command waits for a free
         # connection (within its own timeout) instead of failing with "Too many connections".
-        pool = BlockingConnectionPool(
+        pool = NodePool(
             connection_class=self._connection_class,
             host=addr.host,
             port=addr.port,
@@ -160,6 +171,62 @@ class RedisClusterIO:
         for n in nodes.values():
             with anyio.CancelScope(shield=True):
                 await n.client.aclose()
+
+
+class NodePool(BlockingConnectionPool):
+    """redis-py's blocking pool, with a get and a release that cost nothing when uncontended.
+
+    The blocking pool takes a condition, a timer and observability hooks on every get and every
+    release: for an invalidation of a few keys that is as much client time as its commands. When
+    a connection is idle and no caller is queued, it is handed out (and taken back) at once; in
+    every other case (none idle, callers waiting, maintenance) the pool's own path keeps its bound
+    and its order. A handed-out connection is checked like the pool checks it: connected, no
+    unread data, not closed by the server.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The fast path reads the pool's own lists; a redis-py without them keeps its own path,
+        # and so does a pool whose credentials rotate (its release re-authenticates).
+        self._fast = all(hasattr(self, a) for a in ("_available_connections",
+                                                    "_in_use_connections", "_condition")) and (
+            self.connection_kwargs.get("credential_provider") is None)
+
+    def _uncontended(self) -> bool:
+        return (self._fast and not getattr(self, "_in_maintenance", False)
+                and not getattr(self._condition, "_waiters", True))
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """A connection: an idle one at once when nobody waits, else the pool's blocking path."""
+        if self._uncontended() and self._available_connections:
+            conn: Any = self._available_connections.pop()
+            self._in_use_connections.add(conn)
+            try:
+                clean = (conn.is_connected and not conn.should_reconnect()
+                         and not await conn.can_read())
+            except (RedisError, OSError):
+                clean = False
+            if clean:
+                return conn
+            # Let the pool's own path reconnect it (or hand out another one).
+            self._in_use_connections.discard(conn)
+            self._available_connections.append(conn)
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def idle_ready(self) -> bool:
+        """Whether ``get_connection`` would hand out an idle, connected connection at once."""
+        if not (self._uncontended() and self._available_connections):
+            return False
+        return bool(self._available_connections[-1].is_connected)
+
+    async def release(self, connection: Any) -> None:
+        """Take ``connection`` back (straight to the idle list when nobody waits for one)."""
+        if (self._uncontended() and connection in self._in_use_connections
+                and not connection.should_reconnect()):
+            self._in_use_connections.remove(connection)
+            self._available_connections.append(connection)
+            return
+        await super().release(connection)
 
 
 def _node_connection_class(client: RedisCluster) -> type[Connection]:
@@ -197,44 +264,66 @@ class RedisNode:
         self._standalone = False
         # SHA per script, or None where the node refused it.
         self._shas: dict[ScriptName, bytes | None] = {}
+        # The last CLUSTER SLOTS reply and its view: an unchanged reply is not parsed again
+        # (building a view of 16384 slots costs the client about a millisecond).
+        self._slots_reply: Any = None
+        self._slots_view: ClusterView | None = None
 
     @property
     def addr(self) -> NodeAddr:
         """The node's address."""
         return self._addr
 
+    @property
+    def tags(self) -> RedisTagStore:
+        """The node's side of the tag index."""
+        return RedisTagStore(self.client)
+
+    async def ttls(self, keys: Sequence[bytes]) -> list[Any]:
+        """PTTL of each key, pipelined; errors as instances."""
+        return await send_many(self.client, [pack(b"PTTL", k) for k in keys], window=256)
+
+    async def write(self, key: bytes, value: bytes, ttl_ms: int | None) -> Any:
+        """SET, with PX when a TTL is given; True, or the error instance the node answered."""
+        args = (b"SET", key, value) if ttl_ms is None else (b"SET", key, value, b"PX", ttl_ms)
+        (reply,) = await send_many(self.client, [pack(*args)], window=1)
+        return reply if isinstance(reply, BaseException) else True
+
     async def cluster_view(self) -> ClusterView | None:
         """Slot ownership as this node sees it (CLUSTER SLOTS)."""
         try:
-            reply = await command(self.client, "CLUSTER", "SLOTS")
+            reply = await call(self.client, b"CLUSTER", b"SLOTS")
         except ResponseError as exc:
             if "cluster support disabled" in str(exc).lower():
                 # A standalone server: one primary serving every slot.
                 self._standalone = True
                 return ClusterView(owners=(self._addr,) * SLOT_COUNT, standalone=True)
             raise
-        return parse_cluster_slots(reply, self._addr)
+        if reply != self._slots_reply or self._slots_view is None:
+            self._slots_view = parse_cluster_slots(reply, self._addr)
+            self._slots_reply = reply
+        return self._slots_view
 
     async def ownership(self) -> NodeOwnership:
         """What the node itself serves, in migration, and its config epoch."""
         if self._standalone:
             return NodeOwnership(SlotSet.full(), SlotSet(), SlotSet())
-        raw = await command(self.client, "CLUSTER", "NODES")
+        raw = await call(self.client, b"CLUSTER", b"NODES")
         return parse_myself_line(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def dbsize(self) -> int:
         """Keys the node holds."""
-        return int(await self.client.dbsize())
+        return int(await call(self.client, b"DBSIZE"))
 
     async def scan(self, cursor: int, match: bytes, count: int) -> tuple[int, list[bytes]]:
         """One SCAN call."""
-        next_cursor, keys = await command(self.client, "SCAN", cursor, "MATCH", match,
-                                          "COUNT", count)
+        next_cursor, keys = await call(self.client, b"SCAN", cursor, b"MATCH", match,
+                                       b"COUNT", count)
         return int(next_cursor), list(keys)
 
     async def keys_in_slot(self, slot: int, limit: int) -> list[bytes]:
         """CLUSTER GETKEYSINSLOT."""
-        keys: list[bytes] = await command(self.client, "CLUSTER", "GETKEYSINSLOT", slot, limit)
+        keys: list[bytes] = await call(self.client, b"CLUSTER", b"GETKEYSINSLOT", slot, limit)
         return list(keys)
 
     async def replication(self) -> Replication:
@@ -254,13 +343,26 @@ class RedisNode:
         packed: Commands = [pack(name, *keys) for keys in key_lists]
         return await send_many(self.client, packed, window=window, on_reply=on_reply)
 
+    def can_begin(self) -> bool:
+        """Whether a connection is ready now (see ``StagedKeyCommands.can_begin``)."""
+        pool = self.client.connection_pool
+        return isinstance(pool, NodePool) and pool.idle_ready()
+
+    async def begin_key_commands(
+        self, command: KeyCommand, key_lists: Sequence[Sequence[bytes]], *,
+        on_reply: OnReply | None = None,
+    ) -> Exchange:
+        """Send one ``command`` per key list, all at once; the replies are read later."""
+        name = command.encode()
+        return await begin(self.client, [pack(name, *keys) for keys in key_lists],
+                           on_reply=on_reply)
+
     async def asking(self, command: KeyCommand, keys: Sequence[bytes]) -> Any:
         """ASKING then ``command``, on one connection: the reply or the error instance."""
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(pack(b"ASKING") + pack(command.encode(), *keys),
-                                           check_health=False)
+            await write(conn, pack(b"ASKING") + pack(command.encode(), *keys))
             asked = await read_reply(conn)
             reply = await read_reply(conn)
         except BaseException:
@@ -283,7 +385,7 @@ class RedisNode:
         if name in self._shas:
             return self._shas[name]
         try:
-            sha = await command(self.client, "SCRIPT", "LOAD", SCRIPTS[name])
+            sha = await call(self.client, b"SCRIPT", b"LOAD", SCRIPTS[name])
         except ResponseError as exc:
             # Older servers reject the shebang; ACLs may forbid scripting: use plain UNLINK.
             # Any other refusal is a script the server cannot compile: worth a WARNING.
@@ -362,8 +464,7 @@ class RedisNode:
         try:
             for _attempt in (1, 2):
                 sha = await self._loaded("scan_step")
-                await conn.send_packed_command(pack(b"EVALSHA", sha, b"0", *args),
-                                               check_health=False)
+                await write(conn, pack(b"EVALSHA", sha, b"0", *args))
                 reply = await read_settled(conn, late)
                 if isinstance(reply, NoScriptError) and await self._reload("scan_step"):
                     continue
@@ -403,9 +504,9 @@ class RedisNode:
 
             while ranges and max_calls > 0:
                 lo, hi = ranges[0]
-                await conn.send_packed_command(
-                    pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap, b"%d" % lo,
-                         b"%d" % hi, b"1" if empty_key else b"0", *prefixes), check_health=False)
+                await write(conn, pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap,
+                                       b"%d" % lo, b"%d" % hi, b"1" if empty_key else b"0",
+                                       *prefixes))
                 reply = await read_settled(conn, partial(late, lo, hi))
                 if isinstance(reply, NoScriptError):
                     reloads += 1

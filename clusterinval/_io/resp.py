@@ -14,9 +14,13 @@ from typing import Any, Protocol
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["Commands", "pack", "read_reply", "read_settled", "send_many"]
+__all__ = [
+    "Commands", "Exchange", "begin", "call", "pack", "read_reply", "read_settled", "send_many",
+    "write",
+]
 
 Arg = bytes | int | str
 
@@ -87,48 +91,148 @@ async def send_many(
     """
     if not commands:
         return []
-    total = len(commands)
-    ahead = total if window is None else max(1, window)
+    exchange = await begin(client, commands, window, on_reply)
+    return await exchange.replies()
+
+
+async def begin(
+    client: Redis, commands: Commands, window: int | None = None,
+    on_reply: Callable[[int, Any], None] | None = None,
+) -> Exchange:
+    """Take a connection and send the first window of ``commands`` (see ``send_many``).
+
+    The replies are read by ``Exchange.replies()``; until then the caller may start exchanges
+    with other nodes, so that one task waits for all of them at once.
+    """
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    replies: list[Any] = []
-    sent = 0
+    exchange = Exchange(pool, conn, commands, window, on_reply)
     try:
-        sent = min(ahead, total)
         # Commands are taken by index as the window moves, so a lazily packed sequence is packed
         # while the node works on the ones already sent.
-        await conn.send_packed_command(b"".join([commands[i] for i in range(sent)]),
-                                       check_health=False)
-        read = conn.read_response
-        for _ in range(total):
-            # Inlined read_reply: this loop sees every reply of a large call.
+        await write(conn, b"".join([commands[i] for i in range(exchange.sent)]))
+    except BaseException:
+        # A cut-short write leaves the connection in an unknown state: it is dropped.
+        with anyio.CancelScope(shield=True):
             try:
-                reply = await read(disconnect_on_error=False, timeout=_NO_TIMEOUT)
-            except ResponseError as exc:
-                reply = exc
-            if on_reply is not None:
-                on_reply(len(replies), reply)
-            replies.append(reply)
-            # Refill once half the window is free: one write per half window, not per reply.
-            if sent < total and sent - len(replies) <= ahead // 2:
-                top = min(total, len(replies) + ahead)
-                batch = b"".join([commands[i] for i in range(sent, top)])
-                sent = top  # counted as sent before the write: a cut-short write disconnects
-                await conn.send_packed_command(batch, check_health=False)
+                await conn.disconnect()
+            finally:
+                await pool.release(conn)
+        raise
+    return exchange
+
+
+class Exchange:
+    """Commands sent on one pooled connection, whose replies are still to be read."""
+
+    __slots__ = ("_ahead", "_commands", "_conn", "_on_reply", "_pool", "_replies", "_total",
+                 "sent")
+
+    def __init__(self, pool: Any, conn: Any, commands: Commands, window: int | None,
+                 on_reply: Callable[[int, Any], None] | None) -> None:
+        self._pool: Any = pool
+        self._conn: Any = conn
+        self._commands = commands
+        self._total = len(commands)
+        self._ahead = self._total if window is None else max(1, window)
+        self._on_reply = on_reply
+        self._replies: list[Any] = []
+        self.sent = min(self._ahead, self._total)
+
+    async def replies(self) -> list[Any]:
+        """Every reply, in order (each the value or the ResponseError it was); releases."""
+        conn, commands, replies = self._conn, self._commands, self._replies
+        total, ahead, on_reply = self._total, self._ahead, self._on_reply
+        try:
+            read = conn.read_response
+            for _ in range(total - len(replies)):
+                # Inlined read_reply: this loop sees every reply of a large call.
+                try:
+                    reply = await read(disconnect_on_error=False, timeout=_NO_TIMEOUT)
+                except ResponseError as exc:
+                    reply = exc
+                if on_reply is not None:
+                    on_reply(len(replies), reply)
+                replies.append(reply)
+                # Refill once half the window is free: one write per half window, not per reply.
+                sent = self.sent
+                if sent < total and sent - len(replies) <= ahead // 2:
+                    top = min(total, len(replies) + ahead)
+                    batch = b"".join([commands[i] for i in range(sent, top)])
+                    self.sent = top  # counted as sent first: a cut-short write disconnects
+                    await write(conn, batch)
+        except BaseException as exc:
+            await self._give_back(drain=isinstance(exc, anyio.get_cancelled_exc_class()))
+            raise
+        await self._give_back(drain=False, clean=True)
         return replies
-    except BaseException as exc:
-        # Cancelled (a deadline) with commands in flight: the node may already have run them, so
-        # their replies are read, briefly and shielded, to count what they did. Anything else
-        # (timeout, lost connection), or a drain that cannot finish, leaves unread replies
-        # behind: the connection cannot be reused.
-        clean = False
-        if isinstance(exc, anyio.get_cancelled_exc_class()) and on_reply is not None:
-            clean = await _drain(conn, sent - len(replies), replies, on_reply)
-        if not clean:
-            await conn.disconnect()
+
+    async def abandon(self) -> None:
+        """Stop without reading on: replies already in flight are read briefly (shielded), so
+        what the node did is counted, then the connection goes back (dropped if unread)."""
+        with anyio.CancelScope(shield=True):
+            await self._give_back(drain=True)
+
+    async def _give_back(self, *, drain: bool, clean: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return  # given back already
+        try:
+            # Cancelled (a deadline) or abandoned with commands in flight: the node may already
+            # have run them, so their replies are read, briefly and shielded, to count what they
+            # did. Anything else (timeout, lost connection), or a drain that cannot finish,
+            # leaves unread replies behind: the connection cannot be reused.
+            if not clean and drain and self._on_reply is not None:
+                clean = await _drain(conn, self.sent - len(self._replies), self._replies,
+                                     self._on_reply)
+            if not clean:
+                await conn.disconnect()
+        finally:
+            await self._pool.release(conn)
+
+
+async def write(conn: Any, data: bytes) -> None:
+    """Send packed ``data`` on ``conn`` (connected by the pool), without a timer of its own.
+
+    redis-py runs every write under ``asyncio.wait_for`` when the connection has a socket
+    timeout: a task and a loop turn per write. Every caller here runs under its own deadline, and
+    a write that fits the socket's buffers never waits, so the bytes go straight to the stream.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None:  # not connected, or not an asyncio stream: redis-py's own path
+        await conn.send_packed_command(data, check_health=False)
+        return
+    try:
+        writer.write(data)
+        await writer.drain()  # returns at once unless the buffers are full
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to the socket: {exc}") from exc
+    except BaseException:
+        # Cut short mid-write (a deadline): what reached the node is unknown.
+        await conn.disconnect(nowait=True)
+        raise
+
+
+async def call(client: Redis, *args: Arg) -> Any:
+    """One command on a connection of ``client``'s pool: the raw reply (errors raised).
+
+    The reply is read under the connection's socket timeout, as redis-py reads it; unlike
+    ``execute_command`` no response callback, retry wrapper or event runs around it.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await write(conn, pack(*args))
+        reply = await conn.read_response()
+    except ResponseError:
+        raise  # a whole reply was read: the connection stays usable
+    except BaseException:
+        await conn.disconnect()
         raise
     finally:
         await pool.release(conn)
+    return reply
 
 
 async def read_reply(conn: Any) -> Any:

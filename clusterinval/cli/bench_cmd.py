@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,12 +11,13 @@ from rich.table import Table
 from clusterinval.cli.loadtest_cmd import check_report_possible, started_cluster
 from clusterinval.cli.output import EXIT_BAD_INPUT, EXIT_INCOMPLETE, err_console, fail, out_console
 from clusterinval.loadtest.bench import BenchConfig, run_bench
+from clusterinval.loadtest.callbench import storm_layout
 from clusterinval.loadtest.peers import TOOLS
 from clusterinval.loadtest.report import bench_table, write_json
 
 __all__ = ["bench"]
 
-_SCENARIOS = ("S1", "S2", "S3", "S4", "MP")
+_SCENARIOS = ("S1", "S2", "S3", "S4", "MP", "STORM", "SMALL")
 _WIDTH = 150
 
 
@@ -38,13 +39,21 @@ def bench(
                                               "GET-latency-during-S2 run.")] = 50_000.0,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the GET latency "
                                              "measurement during S2.")] = False,
+    storm_callers: Annotated[str, typer.Option(
+        "--storm-callers", help="STORM: concurrent callers, comma-separated; the first is also "
+        "run on redis-py, the others on clusterinval only.")] = "50,200",
+    storm_calls: Annotated[int, typer.Option("--storm-calls", min=1, max=100_000,
+                                             help="STORM: calls per run (one entity each).")
+                           ] = 100,
+    small_calls: Annotated[int, typer.Option("--small-calls", min=1, max=1_000_000,
+                                             help="SMALL: timed calls of each kind.")] = 1000,
     out: Annotated[str | None, typer.Option("--out", metavar="PATH",
                                             help="Write the report as JSON here.")] = None,
     html_report: Annotated[str | None, typer.Option(
         "--report", metavar="PATH", help="Write an HTML report with charts here (needs the "
         "'report' extra: plotly).")] = None,
 ) -> None:
-    """Benchmark S1-S4 and a multi-pattern case for every approach; every run is verified."""
+    """Benchmark S1-S4, a multi-pattern case, many callers and small calls; all verified."""
     if html_report:
         check_report_possible(html_report)
     chosen_tools = tuple(t.strip() for t in tools.split(",") if t.strip())
@@ -54,11 +63,20 @@ def bench(
         fail(f"unknown or missing tools/scenarios: {', '.join(bad) or 'none given'}",
              EXIT_BAD_INPUT)
     try:
+        callers = tuple(int(c) for c in storm_callers.split(",") if c.strip())
+        if not callers or min(callers) < 1:
+            raise ValueError("at least one caller count, each >= 1")
+    except ValueError as exc:
+        fail(f"bad --storm-callers {storm_callers!r}: {exc}", EXIT_BAD_INPUT)
+    try:
         config = BenchConfig(size=BenchConfig.parse_size(size), repeat=repeat,
                              tools=chosen_tools, scenarios=chosen, rate_limit=rate_limit,
-                             latency_check=not no_latency)
+                             latency_check=not no_latency, storm_calls=storm_calls,
+                             storm_callers=callers, small_calls=small_calls)
         if config.size < 10_000:
             raise ValueError("size must be at least 10000 keys")
+        if "STORM" in chosen:
+            storm_layout(config.size, storm_calls)  # enough entities for the calls
     except ValueError as exc:
         fail(f"bad --size {size!r}: {exc}", EXIT_BAD_INPUT)
     if url and not flush_ok:
@@ -68,7 +86,12 @@ def bench(
         report = run_bench(target, config, say=lambda line: err_console.print(line, markup=False))
     # Wide tables: a terminal keeps its own width, a pipe or file gets room for every column.
     wide = out_console if out_console.is_terminal else Console(width=_WIDTH, highlight=False)
-    wide.print(bench_table(report))
+    if report["scenarios"]:
+        wide.print(bench_table(report))
+    if "storm" in report:
+        wide.print(_storm_table(report))
+    if "small" in report:
+        wide.print(_small_table(report))
     if "get_latency" in report:
         wide.print(_latency_table(report))
     wide.print(_goals_table(report))
@@ -95,6 +118,46 @@ def _latency_table(report: dict[str, object]) -> Table:
                   "-" if ratio is None else f"{ratio:.2f}",
                   "-" if g["s2_wall_s"] is None else f"{g['s2_wall_s']:.3f}",
                   "yes" if g["verified"] else "[bold red]NO[/]")
+    return t
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _storm_table(report: dict[str, Any]) -> Table:
+    storm = report["storm"]
+    t = Table("tool", "callers", "calls/s (median)", "p50 ms", "p99 ms", "connection errors",
+              "failed calls", "verified",
+              title=f"STORM: {storm['calls']} calls user:<i>:* ({storm['keys_per_entity']} keys "
+                    f"each) on {storm['size']} keys", title_justify="left")
+    for row in storm["summary"]:
+        rate = row["calls_per_s"]
+        t.add_row(row["tool"], str(row["callers"]), "-" if rate is None else f"{rate:.1f}",
+                  _ms(row["p50_ms"]), _ms(row["p99_ms"]), str(row["connection_errors"]),
+                  str(row["failed_calls"]), "yes" if row["verified"] else "[bold red]NO[/]")
+    return t
+
+
+def _small_table(report: dict[str, Any]) -> Table:
+    small = report["small"]
+    t = Table("call", "p50 ms", "p99 ms", "x redis-py unlink p50",
+              title=f"SMALL: {small.get('calls')} sequential calls of each kind on "
+                    f"{small.get('size')} keys ("
+                    + ("verified" if small["verified"] else "[bold red]NOT verified[/]") + ")",
+              title_justify="left")
+    if "latency" not in small:
+        t.add_row(small.get("error", "failed"), "", "", "")
+        return t
+    lat = small["latency"]
+    rows = (("3 exact keys, 3 slots: invalidate(keys=...)", "exact", "exact_vs_unlink_p50"),
+            ("redis-py unlink(*keys), same 3 keys", "redis_py_unlink", None),
+            ("hash-tagged pattern, 2 keys: invalidate(patterns=...)", "tagged",
+             "tagged_vs_unlink_p50"))
+    for label, kind, ratio_key in rows:
+        ratio = small.get(ratio_key) if ratio_key else 1.0
+        t.add_row(label, _ms(lat[kind]["p50_ms"]), _ms(lat[kind]["p99_ms"]),
+                  "-" if ratio is None else f"{ratio:.2f}")
     return t
 
 

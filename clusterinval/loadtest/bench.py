@@ -3,8 +3,10 @@
 For each scenario the keyspace is planned once (slot-grouped MSETs), then for each tool and
 repetition: FLUSHALL, fill, reset SLOWLOG, run the tool in a fresh child process (see
 ``peers``), read the longest command from SLOWLOG, verify (nothing matching survives, nothing
-else lost). Finally GET latency on the cluster is measured idle and while S2 runs, rate-limited
-and not. Speed is reported, never judged here; correctness of every run is.
+else lost). Then the call-level scenarios (see ``callbench``): STORM, many concurrent callers on
+one held invalidator against redis-py at the same concurrency, and SMALL, small calls one at a
+time against redis-py's ``unlink``. Finally GET latency on the cluster is measured idle and while
+S2 runs, rate-limited and not. Speed is reported, never judged here; correctness of every run is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import anyio
 from redis.asyncio import RedisCluster
 
+from clusterinval.loadtest.callbench import StormLayout, small_layout, storm_layout
 from clusterinval.loadtest.clusterops import (
     SlowlogGuard,
     flush_cluster,
@@ -31,7 +34,7 @@ from clusterinval.loadtest.peers import TOOLS, glide_available
 from clusterinval.loadtest.report import LatencySummary
 from clusterinval.loadtest.scenarios import Scenario, scenarios
 from clusterinval.loadtest.traffic import TrafficTally, run_traffic
-from clusterinval.testing.fill import count_keys, scan_all_keys
+from clusterinval.testing.fill import count_keys, scan_all_keys, slot_owners
 
 __all__ = ["BenchConfig", "flush_cluster", "goals", "run_bench"]
 
@@ -46,7 +49,12 @@ class BenchConfig:
     size: int = 1_000_000
     repeat: int = 3
     tools: tuple[str, ...] = TOOLS
-    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "MP")
+    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "MP", "STORM", "SMALL")
+    # STORM: calls per run; concurrent callers of each run (the first also for redis-py, the
+    # others for clusterinval only: how its rate grows with the callers).
+    storm_calls: int = 100
+    storm_callers: tuple[int, ...] = (50, 200)
+    small_calls: int = 1000  # SMALL: timed calls of each kind
     rate_limit: float = 50_000.0  # keys/s for the "GET p99 while S2 runs" measurement
     get_rate: float = 1000.0
     idle_s: float = 5.0
@@ -98,10 +106,11 @@ class _ToolRuns:
 
 
 def _child(spec: dict[str, Any], go: Callable[[], None],
-           during: Callable[[subprocess.Popen[str]], None] | None = None) -> dict[str, Any]:
+           during: Callable[[subprocess.Popen[str]], None] | None = None,
+           module: str = "clusterinval.loadtest.peers") -> dict[str, Any]:
     """Run one tool in a fresh process; ``go`` runs once it is connected, ``during`` while it works.
     """
-    args = [sys.executable, "-m", "clusterinval.loadtest.peers", json.dumps(spec)]
+    args = [sys.executable, "-m", module, json.dumps(spec)]
     with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as proc:
         try:
@@ -161,6 +170,7 @@ def run_bench(url: str, config: BenchConfig, say: Callable[[str], None] = print)
     """Run the benchmark against the (flushable) cluster at ``url``; JSON-ready report."""
     started = time.time()
     glide_missing = glide_available()
+    calls_ok = "clusterinval" in config.tools
     chosen = [s for s in scenarios(config.size) if s.name in config.scenarios]
     report: dict[str, Any] = {"size": config.size, "repeat": config.repeat, "scenarios": [],
                               "slowlog_threshold_us": config.slowlog_threshold_us,
@@ -190,6 +200,10 @@ def run_bench(url: str, config: BenchConfig, say: Callable[[str], None] = print)
             ref_med = ref.summary(None)["median_s"] if ref else None
             report["scenarios"].append({"name": sc.name, "title": sc.title,
                                         "tools": [t.summary(ref_med) for t in per_tool]})
+        if "STORM" in config.scenarios and calls_ok:
+            report["storm"] = _storm(url, config, say)
+        if "SMALL" in config.scenarios and calls_ok:
+            report["small"] = _small(url, config, say)
         if config.latency_check and "S2" in config.scenarios and "clusterinval" in config.tools:
             s2 = next(s for s in scenarios(config.size) if s.name == "S2")
             plan = plan_fill(url, s2.keys())
@@ -199,9 +213,112 @@ def run_bench(url: str, config: BenchConfig, say: Callable[[str], None] = print)
             ]
     report["elapsed_s"] = round(time.time() - started, 1)
     runs_ok = all(t["verified"] for s in report["scenarios"] for t in s["tools"])
-    report["verified"] = runs_ok and all(g["verified"] for g in report.get("get_latency", []))
+    calls_verified = all(r["verified"] for r in report.get("storm", {}).get("runs", [])) and (
+        report.get("small", {}).get("verified", True))
+    report["verified"] = runs_ok and calls_verified and all(
+        g["verified"] for g in report.get("get_latency", []))
     report["goals"] = goals(report)
     return report
+
+
+_CALLS_MODULE = "clusterinval.loadtest.callbench"
+
+
+def _storm(url: str, config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """STORM: each caller count on clusterinval, the first also on redis-py; each run verified."""
+    layout = storm_layout(config.size, config.storm_calls)
+    say(f"STORM: {config.size} keys, {layout.entities} entities of "
+        f"{layout.expected_deleted // max(1, len(layout.targets))} keys; {len(layout.targets)} "
+        "calls user:<i>:* - planning fill")
+    plan = plan_fill(url, layout.keys())
+    variants = [("clusterinval", c) for c in config.storm_callers]
+    if "redis-py" in config.tools and config.storm_callers:
+        variants.append(("redis-py", config.storm_callers[0]))
+    runs: list[dict[str, Any]] = []
+    for tool, callers in variants:
+        for i in range(config.repeat):
+            flush_cluster(url)
+            written = write_fill(url, plan)
+            if written != layout.size or count_keys(url) != layout.size:
+                raise RuntimeError(f"STORM: fill wrote {written} keys, expected {layout.size}")
+            spec = {"url": url, "kind": "storm", "tool": tool, "callers": callers,
+                    "patterns": layout.patterns}
+            res = _child(spec, lambda: None, module=_CALLS_MODULE)
+            res.update(tool=tool, callers=callers, run=i + 1)
+            res.update(_verify_storm(url, layout))
+            if "error" in res:
+                res["verified"] = False
+            else:
+                res["calls_per_s"] = res["calls"] / res["wall_s"] if res["wall_s"] else None
+                if res["deleted"] != layout.expected_deleted:
+                    res["count_note"] = (f"tool reported {res['deleted']}, expected "
+                                         f"{layout.expected_deleted}")
+            runs.append(res)
+            say(f"  STORM {tool} x{callers} #{i + 1}: "
+                + (f"{res['calls_per_s']:.1f} calls/s, p50 {res['latency']['p50_ms']} ms, "
+                   f"p99 {res['latency']['p99_ms']} ms" if "error" not in res else res["error"])
+                + ("" if res["verified"] else "  VERIFY FAILED " + json.dumps(res)[:800]))
+    summary = []
+    for tool, callers in variants:
+        mine = [r for r in runs if r["tool"] == tool and r["callers"] == callers
+                and "error" not in r]
+        summary.append({
+            "tool": tool, "callers": callers,
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in mine) if mine else None,
+            "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in mine) if mine else None,
+            "p99_ms": max(r["latency"]["p99_ms"] for r in mine) if mine else None,
+            "connection_errors": sum(r.get("connection_errors", 0) for r in mine),
+            "failed_calls": sum(r.get("failed", 0) for r in mine),
+            "verified": all(r["verified"] for r in runs
+                            if r["tool"] == tool and r["callers"] == callers),
+        })
+    return {"size": config.size, "calls": len(layout.targets), "entities": layout.entities,
+            "keys_per_entity": layout.expected_deleted // max(1, len(layout.targets)),
+            "callers": list(config.storm_callers), "runs": runs, "summary": summary}
+
+
+def _verify_storm(url: str, layout: StormLayout) -> dict[str, Any]:
+    """Every target key gone (EXISTS of each), and nothing else (DBSIZE arithmetic)."""
+    import redis
+
+    targets = layout.target_keys()
+    rc = redis.RedisCluster.from_url(url)
+    try:
+        survivors = sum(int(rc.exists(*targets[i : i + 1000]))
+                        for i in range(0, len(targets), 1000))
+    finally:
+        rc.close()
+    remaining = count_keys(url)
+    expected = layout.size - layout.expected_deleted
+    return {"survivors": survivors, "remaining": remaining, "expected_remaining": expected,
+            "verified": survivors == 0 and remaining == expected}
+
+
+def _small(url: str, config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """SMALL: exact triples, redis-py's unlink and tagged pairs, interleaved; verified."""
+    layout = small_layout(config.size, slot_owners(url))
+    say(f"SMALL: {config.size} keys; {config.small_calls} calls of each kind - filling")
+    flush_cluster(url)
+    written = write_fill(url, plan_fill(url, layout.keys()))
+    if written != layout.size:
+        raise RuntimeError(f"SMALL: fill wrote {written} keys, expected {layout.size}")
+    spec = {"url": url, "kind": "small", "calls": config.small_calls,
+            "triples": [list(t) for t in layout.triples], "tags": list(layout.tags)}
+    res = _child(spec, lambda: None, module=_CALLS_MODULE)
+    remaining = count_keys(url)
+    res.update(size=config.size, remaining=remaining, expected_remaining=layout.size)
+    res["verified"] = ("error" not in res and res["mismatches"] == 0 and res["survivors"] == 0
+                       and remaining == layout.size)
+    if "error" not in res:
+        lat = res["latency"]
+        unlink = lat["redis_py_unlink"]["p50_ms"]
+        res["exact_vs_unlink_p50"] = lat["exact"]["p50_ms"] / unlink if unlink else None
+        res["tagged_vs_unlink_p50"] = lat["tagged"]["p50_ms"] / unlink if unlink else None
+        say(f"  SMALL p50: exact {lat['exact']['p50_ms']} ms, redis-py unlink {unlink} ms, "
+            f"tagged {lat['tagged']['p50_ms']} ms")
+    if not res["verified"]:
+        say("  SMALL VERIFY FAILED " + json.dumps(res)[:800])
+    return res
 
 
 def _latency_run(url: str, sc: Scenario, guard: SlowlogGuard, plan: Any, config: BenchConfig,
@@ -296,6 +413,7 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     if mp is not None and s1 is not None:
         add("MP: several patterns cost no more than one pass (vs S1, same size)",
             f"MP {mp:.3f} s vs S1 {s1:.3f} s", mp <= s1 * 1.25)
+    _call_goals(report, add)
     for g in report.get("get_latency", []):
         if g["rate_limit"]:
             r = g["p99_ratio"]
@@ -303,3 +421,52 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "-" if r is None else f"{r:.2f}x ({g['during']['p99_ms']} vs "
                 f"{g['idle']['p99_ms']} ms)", None if r is None else r <= 2)
     return out
+
+
+def _count_text(n: int) -> str:
+    """1000000 -> "1M", 100000 -> "100k"."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def _call_goals(report: dict[str, Any], add: Callable[[str, str, bool | None], None]) -> None:
+    """The STORM and SMALL goals."""
+    storm = report.get("storm")
+    if storm:
+        rows = {(r["tool"], r["callers"]): r for r in storm["summary"]}
+        callers = storm["callers"]
+        base = rows.get(("clusterinval", callers[0])) if callers else None
+        if base is not None:
+            rate, p99 = base["calls_per_s"], base["p99_ms"]
+            figure = ("-" if rate is None or p99 is None else
+                      f"{rate:.0f} calls/s, p99 {p99:.0f} ms, {base['connection_errors']} "
+                      f"connection errors, {'verified' if base['verified'] else 'NOT verified'}")
+            met = None if rate is None or p99 is None else (
+                rate >= 100 and p99 <= 1000 and base["connection_errors"] == 0
+                and base["verified"])
+            add(f"STORM, {_count_text(storm['size'])} keys, {storm['calls']} calls from "
+                f"{callers[0]} callers: >= 100 calls/s, p99 <= 1 s, zero connection errors, "
+                "every target gone and nothing else", figure, met)
+        for more in callers[1:]:
+            row = rows.get(("clusterinval", more))
+            if base is None or row is None:
+                continue
+            a, b = row["calls_per_s"], base["calls_per_s"]
+            r = a / b if a and b else None
+            add(f"STORM: {more} callers >= 2x the rate of {callers[0]}",
+                "-" if r is None else f"{r:.2f}x ({a:.0f} vs {b:.0f} calls/s)",
+                None if r is None else r >= 2)
+    small = report.get("small")
+    if small and "latency" in small:
+        lat = small["latency"]
+        r = small.get("exact_vs_unlink_p50")
+        add("SMALL: 3 exact keys: p50 no slower than redis-py unlink(*keys)",
+            "-" if r is None else f"{lat['exact']['p50_ms']:.3f} vs "
+            f"{lat['redis_py_unlink']['p50_ms']:.3f} ms ({r:.2f}x)", None if r is None else r <= 1)
+        r = small.get("tagged_vs_unlink_p50")
+        add("SMALL: tagged pattern: p50 <= 2x redis-py's 3-key unlink p50",
+            "-" if r is None else f"{lat['tagged']['p50_ms']:.3f} vs "
+            f"{lat['redis_py_unlink']['p50_ms']:.3f} ms ({r:.2f}x)", None if r is None else r <= 2)
