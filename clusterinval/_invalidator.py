@@ -310,8 +310,8 @@ class ClusterInvalidator:
 
     def _watch_pressure(self, plan: Plan, result: InvalidationResult) -> None:
         """Warn once per pattern shape that reads the whole keyspace faster than sustainable."""
-        if not plan.passes:
-            return
+        if all(p.single_slot is not None for p in plan.passes):
+            return  # exact keys and one-slot patterns: nothing reads the whole keyspace
         now = time.monotonic()
         for shape in shapes(plan):
             if shape.cost in ("prefix-walk", "full-scan"):

@@ -97,6 +97,20 @@ _MAX_NODES: Final = 1000
 _NODE_OVERFLOW: Final = "other"
 
 
+@dataclass(frozen=True, slots=True)
+class _RunChildren:
+    """One operation's series that every run updates."""
+
+    in_progress: Gauge
+    outcomes: dict[str, Counter]
+    duration: Histogram
+    scanned: Counter
+    matched: Counter
+    dry_runs: Counter
+    deleted: Counter
+    keys_per_run: Histogram
+
+
 @dataclass(eq=False)
 class _Instruments:
     """The collectors of one registry, and the label values already admitted on it."""
@@ -128,6 +142,7 @@ class _Instruments:
     queue_oldest_age: Gauge
     lock: threading.Lock = field(default_factory=threading.Lock)
     operations: set[str] = field(default_factory=set)
+    runs: dict[str, _RunChildren] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
     folded_warned: bool = False
     nodes_warned: bool = False
@@ -217,6 +232,22 @@ class _Instruments:
                 "request: how stale a cache entry can be because of the queue.",
                 registry=registry),
         )
+
+    def children(self, operation: str) -> _RunChildren:
+        """The per-run series of an admitted operation (looked up once, not on every run)."""
+        found = self.runs.get(operation)
+        if found is None:
+            found = self.runs[operation] = _RunChildren(
+                in_progress=self.in_progress.labels(operation),
+                outcomes={o: self.invalidations.labels(operation, o) for o in OUTCOMES},
+                duration=self.duration.labels(operation),
+                scanned=self.scanned.labels(operation),
+                matched=self.matched.labels(operation),
+                dry_runs=self.dry_runs.labels(operation),
+                deleted=self.deleted.labels(operation),
+                keys_per_run=self.keys_per_run.labels(operation),
+            )
+        return found
 
     def admit(self, operation: str) -> None:
         """Export zeros for every child of a new operation, so rate() and ratios work at once."""
@@ -339,7 +370,7 @@ class Metrics:
 
     def run_started(self, operation: str) -> None:
         """Count a run as in progress."""
-        self._inst.in_progress.labels(self.operation_label(operation)).inc()
+        self._inst.children(self.operation_label(operation)).in_progress.inc()
 
     def run_finished(
         self, operation: str, result: InvalidationResult, outcome: Outcome
@@ -349,17 +380,18 @@ class Metrics:
             raise InvalidInputError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
         op = self.operation_label(operation)
         inst = self._inst
-        inst.in_progress.labels(op).dec()
-        inst.invalidations.labels(op, outcome).inc()
-        inst.duration.labels(op).observe(max(result.duration_s, 0.0))
-        inst.scanned.labels(op).inc(max(result.scanned, 0))
-        inst.matched.labels(op).inc(max(result.matched, 0))
+        series = inst.children(op)
+        series.in_progress.dec()
+        series.outcomes[outcome].inc()
+        series.duration.observe(max(result.duration_s, 0.0))
+        series.scanned.inc(max(result.scanned, 0))
+        series.matched.inc(max(result.matched, 0))
         if result.dry_run:
-            inst.dry_runs.labels(op).inc()
+            series.dry_runs.inc()
         else:
-            inst.deleted.labels(op).inc(max(result.deleted, 0))
+            series.deleted.inc(max(result.deleted, 0))
             if outcome != "failed":
-                inst.keys_per_run.labels(op).observe(max(result.deleted, 0))
+                series.keys_per_run.observe(max(result.deleted, 0))
         for node in result.nodes:
             if node.scan_calls < 1:
                 # Exact keys only reached this node: no scan, nothing to time as scan work.
@@ -368,6 +400,7 @@ class Metrics:
             inst.node_scan.labels(op, node_label).observe(max(node.duration_s, 0.0))
             inst.node_scanned.labels(op, node_label).inc(max(node.scanned, 0))
         if outcome == "complete":
+            # Created here, not ahead: the series is absent until a run completes.
             inst.last_success.labels(op).set(time.time())
 
     def tags_finished(self, operation: str, sizes: Sequence[int], removed: int) -> None:

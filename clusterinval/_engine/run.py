@@ -88,7 +88,10 @@ class Engine:
         tally.live_uncovered = run.uncovered
         if watch is not None:
             watch.follow(tally)
-        await self.ensure_view()
+        if plan.passes or self.topology.view is None:
+            # Passes are planned from the view, so it must be recent. Exact keys are routed by
+            # it and MOVED corrects it: no topology reading on their way.
+            await self.ensure_view()
         with anyio.move_on_after(deadline_s) as scope:
             try:
                 if not plan.passes:
@@ -142,7 +145,9 @@ class _Rounds:
             view = topology.view
             assert view is not None
             jobs = self._coverage.jobs(view)
-            if jobs:
+            if len(jobs) == 1:  # one node to serve (a hash-tagged pattern): no task group
+                await self._passes.run(*jobs[0])
+            elif jobs:
                 async with anyio.create_task_group() as tg:
                     for node, index, need in jobs:
                         tg.start_soon(self._passes.run, node, index, need)
