@@ -101,6 +101,17 @@ for p = 6, #ARGV do
 end
 table.sort(lengths)
 local nl = #lengths
+-- The prefixes' common start: a key without it matches none, whatever the number of prefixes,
+-- and is passed over with one comparison (most keys of a walk are not the callers' entities).
+local common = ARGV[6] or ''
+for p = 7, #ARGV do
+  local other = ARGV[p]
+  local n = math.min(#common, #other)
+  local i = 0
+  while i < n and string.byte(common, i + 1) == string.byte(other, i + 1) do i = i + 1 end
+  common = string.sub(common, 1, i)
+end
+local nc = #common
 local own_lo, own_hi, moving = {}, {}, {}
 local function myself(line)
   local f = {}
@@ -158,7 +169,8 @@ while s <= hi do
       local hit = {}
       for j = 1, #keys do
         local k = keys[j]
-        if not (skip_empty and #k == 0) then
+        if not (skip_empty and #k == 0)
+            and (nc == 0 or string.sub(k, 1, nc) == common) then
           local first = nil
           for m = 1, nl do
             local len = lengths[m]
