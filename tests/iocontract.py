@@ -431,6 +431,36 @@ async def scan_step_deletes_what_it_finds(b: Backend) -> None:
     assert b.all_keys() == kept
 
 
+async def scan_step_with_prefixes(b: Backend) -> None:
+    """With prefixes, MATCH only narrows the SCAN: the step deletes what starts with a prefix,
+    counted under the first prefix (in order) and under every prefix."""
+    ab = {f"pre:ab:{i}".encode() for i in range(30)}
+    a_only = {f"pre:ax:{i}".encode() for i in range(20)}
+    kept = {f"pre:zz:{i}".encode() for i in range(25)} | {f"other:{i}".encode() for i in range(9)}
+    b.set(ab | a_only | kept)
+    per = [0, 0, 0]
+    per_all = [0, 0, 0]
+    deleted = examined = 0
+    for p in b.primaries:
+        node = b.io.node(p)
+        await needs_script(node, "scan_step")
+        cursor = 0
+        while True:
+            step = await node.scan_step(cursor, b"pre:*", 40,
+                                        prefixes=[b"pre:ab:", b"pre:a", b"pre:q"])
+            assert step.left == [] and step.matched == sum(step.per_prefix)
+            per = [x + y for x, y in zip(per, step.per_prefix, strict=True)]
+            per_all = [x + y for x, y in zip(per_all, step.per_prefix_all, strict=True)]
+            deleted += step.deleted
+            examined += step.examined
+            cursor = step.cursor
+            if cursor == 0:
+                break
+    assert per == [30, 20, 0] and per_all == [30, 50, 0]
+    assert deleted == 50 and examined >= 75
+    assert b.all_keys() == kept
+
+
 async def slot_walk_proves_reads_skips_and_caps(b: Backend) -> None:
     """The walk deletes by prefix in owned slots, reports other slots unproven, big ones capped."""
     p0, p1 = b.primaries[:2]
@@ -561,7 +591,7 @@ STABLE_SCENARIOS = [
     scan_finds_exactly_the_matching_keys, empty_key_matches_only_star, unlink_and_exists_replies,
     crossslot_reply, moved_to_the_owner, ownership_unchanged_over_a_scan,
     cluster_view_as_cluster_slots, keys_in_slot_lists_local_keys,
-    batch_calls_report_failed_batches, scan_step_deletes_what_it_finds,
+    batch_calls_report_failed_batches, scan_step_deletes_what_it_finds, scan_step_with_prefixes,
     slot_walk_proves_reads_skips_and_caps, slot_walk_budget_resumes, slot_walk_empty_key_rule,
     tag_index_add_take_scan_done, ttls_and_write,
 ]

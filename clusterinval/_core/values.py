@@ -120,6 +120,10 @@ class ScanStep:
     matched: int
     deleted: int
     left: list[bytes]  # matched keys the node could not delete itself
+    # With prefixes: matches per prefix (first in order / every one), and the keys SCAN returned.
+    per_prefix: list[int] = field(default_factory=list)
+    per_prefix_all: list[int] = field(default_factory=list)
+    examined: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,8 @@ class NodePasses:
         size = await ctx.call(node, ctx.topology.node(node).dbsize, "DBSIZE")
         tally.size = max(tally.size, size)
         # Server-side steps read the primary; scanning a replica instead needs the client path.
-        if (scan_pass.server_exact and source == node
+        server_decides = scan_pass.server_exact or all(g.prefix_only for g in scan_pass.globs)
+        if (server_decides and source == node
                 and await ctx.unlinker.script_ready(node, "scan_step")):
             await self._server.serve(node, scan_pass)
         else:

@@ -48,7 +48,7 @@ async def settle_step(ctx: RunContext, node: NodeAddr, matched: int, left: list[
 
 
 class ServerScan:
-    """Serves a one-pattern pass on one node with server-side SCAN steps."""
+    """Serves a one-pattern (or prefix-patterns) pass on one node with server-side SCAN steps."""
 
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
@@ -67,22 +67,31 @@ class ServerScan:
             dense = sparse = max(RATED_MIN_KEYS, min(dense, int(rate / RATED_CALLS_PER_S)))
         count = dense
         match = scan_pass.match
+        # Several prefix patterns: MATCH narrows the SCAN to their common prefix and the step
+        # itself decides, per key, which prefixes it starts with.
+        prefixes = () if scan_pass.server_exact else tuple(
+            g.literal_prefix for g in scan_pass.globs)
+        empty_key = any(g.pattern == b"*" for g in scan_pass.globs)
 
-        def late(step: ScanStep) -> None:
-            # A step the deadline cut short after the node ran it: count what it did.
-            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
-                       left=step.left)
+        def counted(step: ScanStep) -> None:
+            if prefixes:
+                count_step(ctx, node, scan_pass.origins, step.per_prefix, step.deleted,
+                           per_origin_all=step.per_prefix_all, left=step.left)
+            else:
+                count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
+                           left=step.left)
 
         while True:
+            # A step the deadline cut short after the node ran it is counted all the same.
             step = await ctx.call(node, partial(io.scan_step, cursor, match, count,
-                                                on_late=late), "the SCAN step")
+                                                on_late=counted, prefixes=prefixes,
+                                                empty_key=empty_key), "the SCAN step")
             cursor = step.cursor
             ctx.tally.node(node).read += count
             # A step's cost is mostly its deletions: where matches are sparse, a step may walk
             # further (scan_count) for the same work; where they are dense, it walks less.
             count = sparse if step.matched * 4 < dense else dense
-            count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
-                       left=step.left)
+            counted(step)
             await settle_step(ctx, node, step.matched, step.left)
             if cursor == 0:
                 return

@@ -39,22 +39,98 @@ end
 return {deleted, failed}
 """
 
+# Prefix matching shared by the slot walk and the SCAN step: ``prefix_matcher(first, empty_ok)``
+# reads the prefixes from ARGV[first..] and returns ``match(key)`` (true when the key starts with
+# one of them; counted under the first in ARGV order, ``per``, and under every one, ``per_all``).
+# Prefixes are looked up by the key's first L bytes for each distinct prefix length L, after one
+# test of the prefixes' common start: the work per key grows with the number of lengths, not
+# with the number of prefixes, and a key without the common start costs one comparison.
+_PREFIX_MATCHER = rb"""
+local function prefix_matcher(first, empty_ok)
+  local by_prefix, lengths, has_length, per, per_all = {}, {}, {}, {}, {}
+  local skip_empty = false
+  for p = first, #ARGV do
+    local i = p - first + 1
+    local prefix = ARGV[p]
+    per[i] = 0
+    per_all[i] = 0
+    local same = by_prefix[prefix]
+    if same == nil then
+      by_prefix[prefix] = {i}
+      if not has_length[#prefix] then
+        has_length[#prefix] = true
+        lengths[#lengths + 1] = #prefix
+      end
+    else
+      same[#same + 1] = i
+    end
+    -- Only an empty prefix could match the empty key (Redis reports it for "*" alone).
+    if #prefix == 0 and not empty_ok then skip_empty = true end
+  end
+  table.sort(lengths)
+  local nl = #lengths
+  local common = ARGV[first] or ''
+  for p = first + 1, #ARGV do
+    local other = ARGV[p]
+    local n = math.min(#common, #other)
+    local i = 0
+    while i < n and string.byte(common, i + 1) == string.byte(other, i + 1) do i = i + 1 end
+    common = string.sub(common, 1, i)
+  end
+  local nc = #common
+  local function match(k)
+    if (skip_empty and #k == 0) or (nc > 0 and string.sub(k, 1, nc) ~= common) then
+      return false
+    end
+    local hit = nil
+    for m = 1, nl do
+      local len = lengths[m]
+      if len > #k then break end
+      local same = by_prefix[string.sub(k, 1, len)]
+      if same ~= nil then
+        for q = 1, #same do
+          local p = same[q]
+          per_all[p] = per_all[p] + 1
+          if hit == nil or p < hit then hit = p end
+        end
+      end
+    end
+    if hit == nil then return false end
+    per[hit] = per[hit] + 1
+    return true
+  end
+  return match, per, per_all
+end
+"""
+
 # One SCAN step and the deletion of what it found: no key crosses the network. The work per call
-# is bounded by SCAN's COUNT, like a plain SCAN.
-_SCAN_STEP = b"""#!lua flags=allow-cross-slot-keys
+# is bounded by SCAN's COUNT, like a plain SCAN. ARGV: cursor, MATCH, COUNT; with prefixes
+# (ARGV[4] the empty-key flag, ARGV[5..] the prefixes) MATCH only narrows the SCAN and the keys
+# that start with a prefix are the ones deleted, counted per prefix as in the walk.
+_SCAN_STEP = b"#!lua flags=allow-cross-slot-keys\n" + _PREFIX_MATCHER + b"""
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = r[2]
+local hits, per, per_all = keys, {}, {}
+if #ARGV >= 5 then
+  -- Prefix mode: MATCH only narrows the SCAN; the keys that start with a prefix are deleted.
+  local match
+  match, per, per_all = prefix_matcher(5, ARGV[4] == '1')
+  hits = {}
+  for i = 1, #keys do
+    if match(keys[i]) then hits[#hits + 1] = keys[i] end
+  end
+end
 local deleted = 0
 local failed = {}
-for i = 1, #keys do
-  local reply = redis.pcall('UNLINK', keys[i])
+for i = 1, #hits do
+  local reply = redis.pcall('UNLINK', hits[i])
   if type(reply) == 'number' then
     deleted = deleted + reply
   else
-    failed[#failed + 1] = keys[i]
+    failed[#failed + 1] = hits[i]
   end
 end
-return {r[1], #keys, deleted, failed}
+return {r[1], #hits, deleted, failed, per, per_all, #keys}
 """
 
 # Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
@@ -71,47 +147,13 @@ return {r[1], #keys, deleted, failed}
 # CLUSTER NODES). A slot is read only when the node owns it and is neither migrating nor
 # importing it; the others are returned as unproven and never counted as covered. Reading the
 # ownership and the slot in one script makes the check atomic: a slot read here was read whole.
-_SLOT_WALK = rb"""#!lua flags=allow-cross-slot-keys
+_SLOT_WALK = b"#!lua flags=allow-cross-slot-keys\n" + _PREFIX_MATCHER + rb"""
 local budget = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local s = tonumber(ARGV[3])
 local hi = tonumber(ARGV[4])
 local empty_ok = ARGV[5] == '1'
--- Prefixes are looked up by the key's first L bytes, for each distinct prefix length L: the
--- work per key grows with the number of lengths, not with the number of prefixes.
-local by_prefix, lengths, has_length, per, per_all = {}, {}, {}, {}, {}
-local skip_empty = false
-for p = 6, #ARGV do
-  local i = p - 5
-  local prefix = ARGV[p]
-  per[i] = 0
-  per_all[i] = 0
-  local same = by_prefix[prefix]
-  if same == nil then
-    by_prefix[prefix] = {i}
-    if not has_length[#prefix] then
-      has_length[#prefix] = true
-      lengths[#lengths + 1] = #prefix
-    end
-  else
-    same[#same + 1] = i
-  end
-  -- Only an empty prefix could match the empty key: the per-key test is needed only then.
-  if #prefix == 0 and not empty_ok then skip_empty = true end
-end
-table.sort(lengths)
-local nl = #lengths
--- The prefixes' common start: a key without it matches none, whatever the number of prefixes,
--- and is passed over with one comparison (most keys of a walk are not the callers' entities).
-local common = ARGV[6] or ''
-for p = 7, #ARGV do
-  local other = ARGV[p]
-  local n = math.min(#common, #other)
-  local i = 0
-  while i < n and string.byte(common, i + 1) == string.byte(other, i + 1) do i = i + 1 end
-  common = string.sub(common, 1, i)
-end
-local nc = #common
+local match, per, per_all = prefix_matcher(6, empty_ok)
 local own_lo, own_hi, moving = {}, {}, {}
 local function myself(line)
   local f = {}
@@ -168,27 +210,7 @@ while s <= hi do
       examined = examined + #keys
       local hit = {}
       for j = 1, #keys do
-        local k = keys[j]
-        if not (skip_empty and #k == 0)
-            and (nc == 0 or string.sub(k, 1, nc) == common) then
-          local first = nil
-          for m = 1, nl do
-            local len = lengths[m]
-            if len > #k then break end
-            local same = by_prefix[string.sub(k, 1, len)]
-            if same ~= nil then
-              for q = 1, #same do
-                local p = same[q]
-                per_all[p] = per_all[p] + 1
-                if first == nil or p < first then first = p end
-              end
-            end
-          end
-          if first ~= nil then
-            hit[#hit + 1] = k
-            per[first] = per[first] + 1
-          end
-        end
+        if match(keys[j]) then hit[#hit + 1] = keys[j] end
       end
       local j = 1
       while j <= #hit do

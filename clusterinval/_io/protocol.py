@@ -165,11 +165,15 @@ class NodeIO(Protocol):
         ...
 
     async def scan_step(self, cursor: int, match: bytes, count: int, *,
-                        on_late: Callable[[ScanStep], None] | None = None) -> ScanStep:
+                        on_late: Callable[[ScanStep], None] | None = None,
+                        prefixes: Sequence[bytes] = (), empty_key: bool = False) -> ScanStep:
         """One server-side SCAN step that unlinks what it finds.
 
-        When the call is cancelled after the node ran the step, ``on_late`` still gets its
-        figures (read briefly after the cancellation), so the deletions are counted.
+        With ``prefixes``, MATCH only narrows the SCAN and the keys that start with one of the
+        prefixes are deleted (``empty_key``: the empty key counts for an empty prefix), counted
+        per prefix like a slot walk. When the call is cancelled after the node ran the step,
+        ``on_late`` still gets its figures (read briefly after the cancellation), so the
+        deletions are counted.
         """
         ...
 

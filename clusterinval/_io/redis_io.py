@@ -236,7 +236,12 @@ def _node_connection_class(client: RedisCluster) -> type[Connection]:
 
 
 def _scan_step(reply: Any) -> ScanStep:
-    return ScanStep(int(reply[0]), int(reply[1]), int(reply[2]), list(reply[3] or []))
+    matched = int(reply[1])
+    if len(reply) < 7:
+        return ScanStep(int(reply[0]), matched, int(reply[2]), list(reply[3] or []))
+    return ScanStep(int(reply[0]), matched, int(reply[2]), list(reply[3] or []),
+                    [int(n) for n in reply[4] or []], [int(n) for n in reply[5] or []],
+                    int(reply[6]))
 
 
 class _PackedCalls:
@@ -451,9 +456,13 @@ class RedisNode:
         return replies
 
     async def scan_step(self, cursor: int, match: bytes, count: int, *,
-                        on_late: Callable[[ScanStep], None] | None = None) -> ScanStep:
-        """One server-side SCAN step that unlinks what it finds."""
-        args = (b"%d" % cursor, match, b"%d" % count)
+                        on_late: Callable[[ScanStep], None] | None = None,
+                        prefixes: Sequence[bytes] = (), empty_key: bool = False) -> ScanStep:
+        """One server-side SCAN step that unlinks what it finds (with ``prefixes``: what
+        starts with one of them)."""
+        args: tuple[bytes, ...] = (b"%d" % cursor, match, b"%d" % count)
+        if prefixes:
+            args = (*args, b"1" if empty_key else b"0", *prefixes)
 
         def late(reply: Any) -> None:
             if on_late is not None and not isinstance(reply, BaseException):

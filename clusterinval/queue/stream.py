@@ -264,6 +264,16 @@ class StreamStore:
         async with self._in_flight:
             return await client.get(self.names.done(request_id)) is not None
 
+    async def done_among(self, request_ids: list[str]) -> set[str]:
+        """The requests among ``request_ids`` a worker marked applied: one MGET (the markers
+        share the stream's slot)."""
+        if not request_ids:
+            return set()
+        client = await self.conn.client()
+        async with self._in_flight:
+            found = await client.mget([self.names.done(r) for r in request_ids])
+        return {r for r, value in zip(request_ids, found, strict=True) if value is not None}
+
     async def dead_letter(self, group: str, entry: Entry, error: str, attempts: int) -> str:
         """Move ``entry`` to the dead-letter stream with its last error, acknowledged."""
         n = self.names

@@ -14,6 +14,7 @@ from redis.exceptions import ClusterDownError, ConnectionError
 
 from clusterinval._core.slots import SlotSet, key_slot
 from clusterinval._core.values import NodeAddr
+from clusterinval._engine.slotwalk import WALK_SLOT_CAP
 from clusterinval._invalidator import ClusterInvalidator
 from clusterinval._io.memory import MemoryCluster
 from clusterinval.errors import InvalidationError
@@ -189,6 +190,20 @@ class TestPatternPaths:
         assert (result.deleted, result.matched, result.complete) == (0, len(doomed) + 1, True)
         assert c.keys() == doomed | kept
         assert set(result.sample) <= doomed | {b"keep:inv:1:v"} and result.sample
+
+    async def test_a_slot_too_big_to_walk_is_finished_server_side(self) -> None:
+        # A slot over the walk's cap (a queue's markers, a large hash-tagged entity) sends its
+        # node to SCAN steps that decide per key on the server: no key is read by the client.
+        c = MemoryCluster(primaries=3)
+        doomed, kept = doomed_and_kept(c, 300)
+        crowded = set(keys_in(77, WALK_SLOT_CAP + 5, "crowd"))
+        c.set(crowded)
+        inv = invalidator(c)
+        result = await inv.invalidate(patterns=["inv:*", "crowd:*"], operation_name="test")
+        assert result.complete and c.keys() == kept
+        assert result.deleted == len(doomed) + len(crowded)
+        assert result.per_pattern == (("inv:*", len(doomed)), ("crowd:*", len(crowded)))
+        assert c.call_count(operation="scan") == 0 and c.call_count(operation="scan_step") > 0
 
     async def test_keys_seen_twice_are_counted_once(self) -> None:
         c = MemoryCluster(primaries=2, scan_repeat=True)

@@ -195,6 +195,7 @@ class MemoryNode:
     async def scan_step(
         self, cursor: int, match: bytes, count: int, *,
         on_late: Callable[[ScanStep], None] | None = None,
+        prefixes: Sequence[bytes] = (), empty_key: bool = False,
     ) -> ScanStep:  # fmt: skip
         """One server-side SCAN step that unlinks each key it finds.
 
@@ -207,7 +208,7 @@ class MemoryNode:
         refused = steps.script_refusal(state)
         if refused is not None:
             raise refused
-        return steps.scan_step(self._cluster, state, cursor, match, count)
+        return steps.scan_step(self._cluster, state, cursor, match, count, prefixes, empty_key)
 
     async def slot_walk(
         self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,

@@ -52,19 +52,36 @@ def batch_call(
 
 
 def scan_step(
-    cluster: ClusterState, node: NodeState, cursor: int, match: bytes, count: int
+    cluster: ClusterState, node: NodeState, cursor: int, match: bytes, count: int,
+    prefixes: Sequence[bytes] = (), empty_key: bool = False,
 ) -> ScanStep:
-    """One SCAN that unlinks each key it finds; the keys it could not unlink are left."""
+    """One SCAN that unlinks each key it finds (with ``prefixes``: each that starts with one);
+    the keys it could not unlink are left."""
     next_cursor, keys = scan(cluster, node, cursor, match, count)
+    hits = keys
+    per = [0] * len(prefixes)
+    per_all = [0] * len(prefixes)
+    if prefixes:
+        hits = []
+        for k in keys:
+            fits = [p for p, prefix in enumerate(prefixes)
+                    if k.startswith(prefix) and (k or empty_key)]
+            if fits:
+                hits.append(k)
+                per[fits[0]] += 1
+                for p in fits:
+                    per_all[p] += 1
     deleted = 0
     left: list[bytes] = []
-    for k in keys:
+    for k in hits:
         n = _script_unlink(cluster, node, [k])
         if n is None:
             left.append(k)
         else:
             deleted += n
-    return ScanStep(next_cursor, len(keys), deleted, left)
+    if not prefixes:
+        return ScanStep(next_cursor, len(hits), deleted, left)
+    return ScanStep(next_cursor, len(hits), deleted, left, per, per_all, len(keys))
 
 
 def walk_call(
