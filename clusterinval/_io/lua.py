@@ -78,9 +78,18 @@ local function prefix_matcher(first, empty_ok)
     common = string.sub(common, 1, i)
   end
   local nc = #common
+  -- One prefix length, equal to the common start (one pattern, or the same one several
+  -- times): the common test alone decides.
+  local only = nil
+  if nl == 1 and nc == lengths[1] and nc > 0 then only = by_prefix[common] end
   local function match(k)
     if (skip_empty and #k == 0) or (nc > 0 and string.sub(k, 1, nc) ~= common) then
       return false
+    end
+    if only ~= nil then
+      for q = 1, #only do per_all[only[q]] = per_all[only[q]] + 1 end
+      per[only[1]] = per[only[1]] + 1
+      return true
     end
     local hit = nil
     for m = 1, nl do
