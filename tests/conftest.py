@@ -14,6 +14,16 @@ from clusterinval.testing._node import resolve_binary
 from clusterinval.testing.local import LocalCluster, LocalRedis, RedisServerNotFoundError
 from clusterinval.testing.pytest_plugin import unavailable
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave ``soak`` runs out unless the marker expression asks for them (``-m soak``)."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("soak") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
 # Starts a dedicated LocalCluster with the given options (see the make_cluster fixture).
 ClusterFactory = Callable[..., LocalCluster]
 

@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 from clusterinval._core.values import TagTake
 from clusterinval._io.resp import call
 
-__all__ = ["RedisTagStore"]
+__all__ = ["INDEX_SCRIPT_SHAS", "RedisTagStore"]
 
 # KEYS[1] set; ARGV[1] TTL in ms (-1: the set must not expire); ARGV[2..] members. The set's TTL
 # follows its longest-lived member: it only ever grows, and a member that never expires makes the
@@ -77,6 +77,8 @@ class _Script:
 
 
 _SCRIPT_ADD, _SCRIPT_TAKE, _SCRIPT_DONE = _Script(_ADD), _Script(_TAKE), _Script(_DONE)
+# The scripts an invalidation by tag runs on the tag's own node (for SLOWLOG readers).
+INDEX_SCRIPT_SHAS = frozenset({_SCRIPT_TAKE.sha, _SCRIPT_DONE.sha})
 
 
 class RedisTagStore:

@@ -7,13 +7,14 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from clusterinval import ClusterInvalidator
+from clusterinval import ClusterInvalidator, InvalidationQueue
 from clusterinval._core.slots import SLOT_COUNT
 from clusterinval.testing._ports import BUS_OFFSET, is_port_free
 from clusterinval.testing.fill import fill_keys, scan_all_keys
@@ -26,6 +27,7 @@ NODES = 6
 # Below the 20000-29999 range RedisClusterContainer and LocalCluster pick from, so the compose
 # cluster never races them for a port.
 BASE_CANDIDATES = range(7100, 7900, 10)
+WORKER_IMAGE = "clusterinval/worker:local"
 
 
 def compose(project: str, *args: str, env: dict[str, str], timeout: float = 150) -> str:
@@ -80,8 +82,17 @@ def wait_healthy(ports: list[int], timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A compose project brought up for one test."""
+
+    project: str
+    env: dict[str, str]
+    ports: list[int]
+
+
 @pytest.fixture
-def compose_cluster(docker_ok: None) -> Iterator[list[int]]:
+def compose_stack(docker_ok: None) -> Iterator[Stack]:
     """`docker compose up --wait` with a unique project name; `down -v` afterwards."""
     if not COMPOSE_FILE.is_file():
         pytest.fail(f"{COMPOSE_FILE} is missing")
@@ -96,17 +107,24 @@ def compose_cluster(docker_ok: None) -> Iterator[list[int]]:
     env = {**os.environ, "CLUSTERINVAL_BASE_PORT": str(base)}
     try:
         compose(project, "up", "-d", "--wait", "--wait-timeout", "90", env=env)
-        yield [base + i for i in range(NODES)]
+        yield Stack(project, env, [base + i for i in range(NODES)])
     except AssertionError as exc:
-        exc.add_note(compose(project, "logs", "--no-color", "--tail", "30", env=env))
+        exc.add_note(compose(project, "--profile", "worker", "logs", "--no-color", "--tail",
+                             "30", env=env))
         raise
     finally:
-        compose(project, "down", "-v", "--timeout", "5", env=env)
+        compose(project, "--profile", "worker", "down", "-v", "--timeout", "5", env=env)
         left = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert left.stdout.strip() == "", f"containers of {project} left behind: {left.stdout}"
+
+
+@pytest.fixture
+def compose_cluster(compose_stack: Stack) -> list[int]:
+    """The compose cluster's node ports."""
+    return compose_stack.ports
 
 
 async def test_compose_cluster_comes_up_and_serves(compose_cluster: list[int]) -> None:
@@ -120,3 +138,47 @@ async def test_compose_cluster_comes_up_and_serves(compose_cluster: list[int]) -
         r = await inv.invalidate(patterns=["load:*"], operation_name="compose")
     assert r.complete and r.deleted == 1000
     assert scan_all_keys(url) == {b"keep:1"}
+
+
+async def test_compose_worker_applies_queued_requests(compose_stack: Stack) -> None:
+    image = os.environ.get("CLUSTERINVAL_WORKER_IMAGE", WORKER_IMAGE)
+    if not image_exists(image):
+        unavailable(f"the worker image {image} is not built (docker/build-offline-worker-image.sh)")
+    wait_healthy(compose_stack.ports)
+    url = f"redis://127.0.0.1:{compose_stack.ports[0]}"
+    doomed = [f"queued:{i}:{j}".encode() for i in range(20) for j in range(5)]
+    fill_keys(url, [*doomed, b"keep:1"])
+    async with InvalidationQueue.from_url(url, registry=CollectorRegistry()) as q:
+        ids = [await q.submit(patterns=[f"queued:{i}:*"], operation_name="compose")
+               for i in range(20)]
+        compose(compose_stack.project, "--profile", "worker", "up", "-d", "--wait",
+                "--wait-timeout", "90", "worker", env=compose_stack.env)
+        for request_id in ids:
+            assert await q.wait(request_id, 60), f"request {request_id} not applied"
+        status = await q.status()
+    assert (status.waiting, status.pending, status.dead_letters) == (0, 0, 0)
+    left = {k for k in scan_all_keys(url) if not k.startswith(b"clusterinval:")}
+    assert left == {b"keep:1"}
+    # SIGTERM: the worker finishes its batch and exits 0.
+    compose(compose_stack.project, "--profile", "worker", "stop", "--timeout", "40", "worker",
+            env=compose_stack.env)
+    assert exit_codes(compose_stack.project, "worker") == ["0"]
+
+
+def image_exists(image: str) -> bool:
+    """Whether the Docker engine has ``image``."""
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                           timeout=30)
+    return found.returncode == 0
+
+
+def exit_codes(project: str, service: str) -> list[str]:
+    """The exit code of each container of ``service`` in ``project``."""
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+         "--filter", f"label=com.docker.compose.service={service}"],
+        capture_output=True, text=True, timeout=30).stdout.split()
+    return [subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", i],
+                           capture_output=True, text=True, timeout=30).stdout.strip()
+            for i in ids]
+
