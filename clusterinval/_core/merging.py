@@ -171,25 +171,7 @@ class Shares:
 def combine(own: RunTally, share: RunTally) -> RunTally:
     """One call's tally: its own run plus its share of a shared pass."""
     out = RunTally(len(own.per_pattern))
-    for part in (own, share):
-        for addr, counts in part.nodes.items():
-            mine = out.node(addr)
-            mine.deleted += counts.deleted
-            mine.matched += counts.matched
-            mine.scanned += counts.scanned
-            mine.scan_calls += counts.scan_calls
-            mine.unlink_calls += counts.unlink_calls
-            mine.busy_s += counts.busy_s
-            mine.errors.extend(counts.errors)
-            mine.read += counts.read
-            mine.size = max(mine.size, counts.size)
-        out.per_pattern = [a + b for a, b in zip(out.per_pattern, part.per_pattern, strict=True)]
-        out.sample.extend(part.sample)
-        out.errors.extend(part.errors)
-        out.messages.extend(part.messages)
-        out.uncovered.update(part.uncovered)
-        out.timed_out = out.timed_out or part.timed_out
-        out.slots_to_cover += part.slots_to_cover
-        out.covered += part.covered
+    out.absorb(own)
+    out.absorb(share)
     out.exact_deleted = own.exact_deleted
     return out

@@ -28,6 +28,22 @@ class NodeTally:
     read: int = 0
     size: int = 0
 
+    def add_work(self, other: NodeTally) -> None:
+        """Add what ``other`` read and called (its reads, calls, time and errors; not its keys)."""
+        self.scanned += other.scanned
+        self.scan_calls += other.scan_calls
+        self.unlink_calls += other.unlink_calls
+        self.busy_s += other.busy_s
+        self.errors.extend(other.errors)
+        self.read += other.read
+        self.size = max(self.size, other.size)
+
+    def add(self, other: NodeTally) -> None:
+        """Add all of ``other``: its keys and its work."""
+        self.deleted += other.deleted
+        self.matched += other.matched
+        self.add_work(other)
+
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -86,6 +102,20 @@ class RunTally:
     def complete(self) -> bool:
         """Every slot covered and every exact key confirmed."""
         return len(self.uncovered) == 0
+
+    def absorb(self, part: RunTally) -> None:
+        """Add another run's counts, coverage and messages to this tally (same patterns)."""
+        for addr, counts in part.nodes.items():
+            self.node(addr).add(counts)
+        self.per_pattern = [a + b for a, b in zip(self.per_pattern, part.per_pattern,
+                                                  strict=True)]
+        self.sample.extend(part.sample)
+        self.errors.extend(part.errors)
+        self.messages.extend(part.messages)
+        self.uncovered.update(part.uncovered)
+        self.timed_out = self.timed_out or part.timed_out
+        self.slots_to_cover += part.slots_to_cover
+        self.covered += part.covered
 
     def error(self, node: NodeAddr, kind: ErrorKind) -> None:
         """Note one error met on ``node`` (retried or not)."""

@@ -205,13 +205,6 @@ def _settle_share(p: _Pass, member: _Member) -> None:
         tally.messages.extend(m for m in run.messages if m not in tally.messages)
         tally.errors.extend(run.errors)
         for addr, counts in run.nodes.items():
-            mine = tally.node(addr)
-            mine.scanned += counts.scanned
-            mine.scan_calls += counts.scan_calls
-            mine.unlink_calls += counts.unlink_calls
-            mine.busy_s += counts.busy_s
-            mine.errors.extend(counts.errors)
-            mine.read += counts.read
-            mine.size = max(mine.size, counts.size)
+            tally.node(addr).add_work(counts)  # its keys were credited as replies came
     if not p.done:
         tally.timed_out = True

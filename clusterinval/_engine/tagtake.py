@@ -97,12 +97,12 @@ class TagTaker:
             return
         outcome.sizes[index] = len(members)
         outcome.members.extend(members)
-        part = RunTally(0)
+        part = RunTally(len(tally.per_pattern))
         if members:
             await self._engine.run(Plan(keys=tuple(members), passes=(), patterns=()), part,
                                    dry_run=dry_run)
         outcome.removed[index] = part.matched if dry_run else part.deleted
-        _add(tally, part)
+        tally.absorb(part)
         if dry_run or not part.complete:
             return  # the taken sets stay registered: the next run of the tag finishes them
         for taken in sets:
@@ -161,19 +161,3 @@ async def _done(takes: bytes, taken: bytes, io: NodeIO) -> None:
 
 async def _scan(key: bytes, cursor: int, io: NodeIO) -> tuple[int, list[bytes]]:
     return await io.tags.scan(key, cursor, SCAN_STEP)
-
-
-def _add(into: RunTally, part: RunTally) -> None:
-    for addr, counts in part.nodes.items():
-        mine = into.node(addr)
-        mine.deleted += counts.deleted
-        mine.matched += counts.matched
-        mine.unlink_calls += counts.unlink_calls
-        mine.busy_s += counts.busy_s
-        mine.errors.extend(counts.errors)
-    into.errors.extend(part.errors)
-    into.messages.extend(part.messages)
-    into.uncovered.update(part.uncovered)
-    into.timed_out = into.timed_out or part.timed_out
-    into.sample.extend(part.sample)
-

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import redis
+from polling import wait_for
 
 from clusterinval._core.tally import ProgressWatch
 from clusterinval.testing.fill import fill_keys, scan_all_keys
@@ -45,18 +45,6 @@ def fill(url: str, keys: KeySet) -> None:
     """Write every key of ``keys`` to the cluster at ``url``."""
     fill_keys(url, keys.doomed)
     fill_keys(url, keys.kept)
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll ``probe`` until it returns something truthy; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 async def until_deleted(watch: ProgressWatch, n: int) -> None:

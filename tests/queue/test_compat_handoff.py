@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import STREAM, stream_counts
 from prometheus_client import CollectorRegistry
+from queuekit import STREAM, stream_counts
 
 from clusterinval import InvalidationQueue
 from clusterinval.compat import ENV_QUEUE, RedisService

@@ -11,7 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 import redis
-from conftest import (
+from polling import wait_for
+from prometheus_client import CollectorRegistry
+from queuekit import (
     CLI,
     STREAM,
     Workers,
@@ -20,9 +22,7 @@ from conftest import (
     poll_until,
     seed,
     stream_counts,
-    wait_until,
 )
-from prometheus_client import CollectorRegistry
 
 from clusterinval import InvalidationQueue
 from clusterinval._core.slots import key_slot
@@ -72,12 +72,12 @@ def test_killed_worker_pending_claimed_by_another(make_cluster: object, workers:
     frozen = next(p for p in cluster.ports if p not in (cluster.ports[0], _stream_owner(cluster)))
     cluster.pause(frozen)
     a = workers.start(url, "--claim-idle", "1", consumer="A")
-    wait_until(lambda: stream_counts(url)[1] == 40, 30, "worker A to hold all 40 requests")
+    wait_for(lambda: stream_counts(url)[1] == 40, 30, "worker A to hold all 40 requests")
     a.kill()
     a.wait(timeout=10)
     cluster.resume(frozen)
     workers.start(url, "--claim-idle", "1", consumer="B")
-    wait_until(lambda: stream_counts(url) == (0, 0, 0), 60, "worker B to finish A's requests")
+    wait_for(lambda: stream_counts(url) == (0, 0, 0), 60, "worker B to finish A's requests")
     assert "claimed" in workers.log("B")
     assert_outcome(url, doomed, kept)
 
@@ -118,7 +118,7 @@ def test_queue_unreachable_spools_then_exactly_once(cluster_url: str, workers: W
         ids = [fields[b"id"] for _id, fields in entries]
         assert len(ids) == 20 and len(set(ids)) == 20  # each request exactly once
         workers.start(cluster_url, "--queue-url", queue_url, consumer="W")
-        wait_until(lambda: stream_counts(queue_url) == (0, 0, 0), 30, "the worker to drain")
+        wait_for(lambda: stream_counts(queue_url) == (0, 0, 0), 30, "the worker to drain")
         assert_outcome(cluster_url, doomed, kept)
         assert registry.get_sample_value("clusterinval_queue_spooled_total",
                                          {"operation": "fault"}) == 20
@@ -141,7 +141,7 @@ def test_never_succeeds_dead_lettered_then_retried(local_cluster: LocalCluster,
         _submit_all(cluster_url, ["user:*"])
         workers.start(limited, "--queue-url", cluster_url, "--max-attempts", "2",
                       "--retry-base", "0.05", "--retry-max", "0.1", consumer="acl")
-        wait_until(lambda: stream_counts(cluster_url) == (0, 0, 1), 30, "a dead letter")
+        wait_for(lambda: stream_counts(cluster_url) == (0, 0, 1), 30, "a dead letter")
         assert "dead-lettered" in workers.log("acl")
         left = {k for k in doomed if redis.RedisCluster.from_url(cluster_url).exists(k)}
         assert left == doomed  # nothing could be deleted
@@ -153,7 +153,7 @@ def test_never_succeeds_dead_lettered_then_retried(local_cluster: LocalCluster,
         done = subprocess.run([CLI, "queue", "retry-dead", "--url", cluster_url],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "re-submitted 1" in done.stdout, done.stderr
-        wait_until(lambda: stream_counts(cluster_url) == (0, 0, 0), 30, "the retried request")
+        wait_for(lambda: stream_counts(cluster_url) == (0, 0, 0), 30, "the retried request")
         assert_outcome(cluster_url, doomed, kept)
     finally:
         workers.stop_all()
@@ -207,12 +207,12 @@ def test_primary_killed_during_batch(make_cluster: object, workers: Workers) -> 
                   if n.port not in (cluster.ports[0], _stream_owner(cluster)))
     _submit_all(url, [f"user:{i}:*" for i in range(150)])
     workers.start(url, "--batch", "20", "--retry-base", "0.2", consumer="W")
-    wait_until(lambda: stream_counts(url)[0] < 150, 30, "the worker to start")
+    wait_for(lambda: stream_counts(url)[0] < 150, 30, "the worker to start")
     cluster.kill(victim)
     unfinished = stream_counts(url)[0]
     assert unfinished > 0, "the worker finished before the kill: nothing was tested"
     cluster.wait_ok(30)
-    wait_until(lambda: stream_counts(url) == (0, 0, 0), 90, "every request to be applied")
+    wait_for(lambda: stream_counts(url) == (0, 0, 0), 90, "every request to be applied")
     assert_outcome(url, doomed, kept)
 
 
@@ -223,9 +223,9 @@ def test_signal_stops_worker_with_exit_0(cluster_url: str, workers: Workers,
     doomed, kept = entity_keys(10)
     seed(cluster_url, doomed, kept)
     proc = workers.start(cluster_url, consumer=f"sig{int(sig)}")
-    wait_until(lambda: "reading" in workers.log(f"sig{int(sig)}"), 30, "the worker to start")
+    wait_for(lambda: "reading" in workers.log(f"sig{int(sig)}"), 30, "the worker to start")
     _submit_all(cluster_url, [f"user:{i}:*" for i in range(10)])
-    wait_until(lambda: stream_counts(cluster_url) == (0, 0, 0), 30, "the requests to apply")
+    wait_for(lambda: stream_counts(cluster_url) == (0, 0, 0), 30, "the requests to apply")
     proc.send_signal(sig)
     assert proc.wait(timeout=15) == 0
     assert_outcome(cluster_url, doomed, kept)

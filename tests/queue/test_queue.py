@@ -10,7 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import (
+from prometheus_client import CollectorRegistry
+from queuekit import (
     CLI,
     STREAM,
     assert_outcome,
@@ -19,7 +20,6 @@ from conftest import (
     seed,
     stream_counts,
 )
-from prometheus_client import CollectorRegistry
 
 from clusterinval import (
     ClusterInvalidator,
