@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from clusterinval import tracing
 from clusterinval._core.costing import shapes
 from clusterinval._core.merging import combine, split_plan
-from clusterinval._core.planning import Plan, make_plan
+from clusterinval._core.planning import Plan, as_list, make_plan, unique_keys
 from clusterinval._core.pressure import PatternPressure, shape_of
 from clusterinval._core.slots import SlotSet
 from clusterinval._core.tags import tag_slot, validate_tags
@@ -45,7 +45,7 @@ from clusterinval.events import publish_event
 from clusterinval.metrics import Metrics, Outcome
 from clusterinval.options import InvalidatorOptions
 from clusterinval.result import Explanation, InvalidationResult, NodeResult, TagGcResult
-from clusterinval.tagging import TaggedWriter, keys_of
+from clusterinval.tagging import TaggedWriter
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -359,9 +359,11 @@ class ClusterInvalidator:
         tag_names = validate_tags(tags)
         if not tag_names:
             raise InvalidInputError("tag() needs at least one tag")
-        if isinstance(keys, str | bytes):
-            raise InvalidInputError(f"keys must be a list of strings; wrap it: keys=[{keys!r:.60}]")
-        members = keys_of(list(keys))
+        max_keys = self._options.max_keys_per_call
+        raw = as_list("keys", keys, max_keys)
+        if len(raw) > max_keys:
+            raise InvalidInputError(f"more than max_keys_per_call={max_keys} keys in one call")
+        members = list(unique_keys(raw))
         await self._ensure_engine()
         assert self._tag_index is not None
         return await self._tag_index.tag(members, tag_names) if members else 0

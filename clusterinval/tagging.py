@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from clusterinval._core.planning import to_bytes_key
@@ -73,8 +73,3 @@ def _value(value: object) -> bytes:
         raise InvalidInputError(
             f"values must be bytes, str, int or float, got {type(value).__name__}")
     return repr(value).encode()
-
-
-def keys_of(raw: Sequence[object]) -> list[bytes]:
-    """Keys as bytes, in order, duplicates dropped."""
-    return list(dict.fromkeys(to_bytes_key(k) for k in raw))

@@ -26,8 +26,16 @@ from clusterinval.errors import (
 )
 
 __all__ = [
-    "MAX_PATTERNS_PER_CALL", "Plan", "ScanPass", "is_short_identifier", "make_plan",
-    "shared_passes", "to_bytes_key", "validate_operation_name",
+    "MAX_PATTERNS_PER_CALL",
+    "Plan",
+    "ScanPass",
+    "as_list",
+    "is_short_identifier",
+    "make_plan",
+    "shared_passes",
+    "to_bytes_key",
+    "unique_keys",
+    "validate_operation_name",
 ]
 
 # Patterns one call may carry: each is matched against every scanned key of its pass.
@@ -121,7 +129,7 @@ def to_bytes_key(key: object) -> bytes:
     return out
 
 
-def _unique_keys(raw: list[object]) -> dict[bytes, None]:
+def unique_keys(raw: list[object]) -> dict[bytes, None]:
     """Every key as bytes, duplicates dropped, in order; fast passes for plain ``str``/``bytes``."""
     # Callers pass lists of hundreds of thousands of keys. A list of str (the usual case) is
     # encoded by one C-level map with strict UTF-8; anything else (bytes, mixed types, lone
@@ -138,7 +146,7 @@ def _unique_keys(raw: list[object]) -> dict[bytes, None]:
         return dict.fromkeys([to_bytes_key(k) for k in raw])
 
 
-def _as_list(name: str, value: object, limit: int) -> list[object]:
+def as_list(name: str, value: object, limit: int) -> list[object]:
     """``value`` as a list; reading stops past ``limit`` items, so an endless iterator is safe."""
     if value is None:
         return []
@@ -166,8 +174,8 @@ def make_plan(
     if type(allow_match_all) is not bool:
         raise InvalidInputError(
             f"allow_match_all must be True or False, got {allow_match_all!r}")
-    raw_keys = _as_list("keys", keys, max_keys)
-    raw_patterns = _as_list("patterns", patterns, MAX_PATTERNS_PER_CALL)
+    raw_keys = as_list("keys", keys, max_keys)
+    raw_patterns = as_list("patterns", patterns, MAX_PATTERNS_PER_CALL)
     if not raw_keys and not raw_patterns and not allow_empty:
         raise InvalidInputError("nothing to invalidate: pass keys=[...] and/or patterns=[...]")
     if len(raw_keys) > max_keys:
@@ -179,7 +187,7 @@ def make_plan(
             f"more than {MAX_PATTERNS_PER_CALL} patterns in one call; split the call, or use "
             "broader patterns"
         )
-    exact = _unique_keys(raw_keys)
+    exact = unique_keys(raw_keys)
     if b"" in exact:
         raise InvalidKeyError("empty key: Redis keys cannot be empty")
 

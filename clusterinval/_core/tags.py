@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from clusterinval._core.planning import to_bytes_key
+from clusterinval._core.planning import as_list, to_bytes_key
 from clusterinval._core.slots import key_slot
 from clusterinval.errors import InvalidInputError
 
@@ -27,16 +27,11 @@ MAX_TAGS_PER_CALL = 10_000
 
 def validate_tags(tags: Iterable[object] | None) -> tuple[bytes, ...]:
     """Tags as bytes, duplicates dropped, in order; a clear error for anything unusable."""
-    if tags is None:
-        return ()
-    if isinstance(tags, str | bytes):
-        raise InvalidInputError(
-            f"tags must be a list of strings, not a single {type(tags).__name__}; "
-            f"wrap it: tags=[{tags!r:.60}]")
-    if not isinstance(tags, Iterable):
-        raise InvalidInputError(f"tags must be a list, got {type(tags).__name__}")
+    raw_tags = as_list("tags", tags, MAX_TAGS_PER_CALL)
+    if len(raw_tags) > MAX_TAGS_PER_CALL:
+        raise InvalidInputError(f"more than {MAX_TAGS_PER_CALL} tags in one call")
     out: dict[bytes, None] = {}
-    for raw in tags:
+    for raw in raw_tags:
         if not isinstance(raw, str | bytes):
             raise InvalidInputError(f"tags must be str or bytes, got {type(raw).__name__}: "
                                     f"{raw!r:.80}")
@@ -52,8 +47,6 @@ def validate_tags(tags: Iterable[object] | None) -> tuple[bytes, ...]:
             # that differ after the brace would share one index.
             raise InvalidInputError(f"tag {raw!r:.60} contains '{{' or '}}'; tags cannot")
         out[tag] = None
-        if len(out) > MAX_TAGS_PER_CALL:
-            raise InvalidInputError(f"more than {MAX_TAGS_PER_CALL} tags in one call")
     return tuple(out)
 
 

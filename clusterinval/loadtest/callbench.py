@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,17 @@ def _summary(latencies: list[float]) -> dict[str, Any]:
     return LatencySummary.of(latencies).to_dict()
 
 
+async def _callers(spec: dict[str, Any], caller: Callable[[], Coroutine[Any, Any, None]],
+                   ready: Callable[[], None]) -> float:
+    """Run ``spec["callers"]`` concurrent callers once the parent is told ready; wall seconds."""
+    ready()
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(int(spec["callers"])):
+            tg.start_soon(caller)
+    return time.perf_counter() - t0
+
+
 async def _storm_clusterinval(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
@@ -179,12 +190,7 @@ async def _storm_clusterinval(spec: dict[str, Any], ready: Callable[[], None]) -
             latencies.append(time.perf_counter() - t0)
 
     try:
-        ready()
-        t0 = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for _ in range(int(spec["callers"])):
-                tg.start_soon(caller)
-        wall = time.perf_counter() - t0
+        wall = await _callers(spec, caller, ready)
     finally:
         await inv.aclose()
     errors = {kind: int(registry.get_sample_value(
@@ -238,12 +244,7 @@ async def _storm_redis_py(spec: dict[str, Any], ready: Callable[[], None]) -> di
             latencies.append(time.perf_counter() - t0)
 
     try:
-        ready()
-        t0 = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for _ in range(int(spec["callers"])):
-                tg.start_soon(caller)
-        wall = time.perf_counter() - t0
+        wall = await _callers(spec, caller, ready)
     finally:
         await rc.aclose()
     return {"wall_s": wall, "calls": len(latencies), "deleted": deleted,
