@@ -97,7 +97,7 @@ _MAX_NODES: Final = 1000
 _NODE_OVERFLOW: Final = "other"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _RunChildren:
     """One operation's series that every run updates."""
 
@@ -109,6 +109,7 @@ class _RunChildren:
     dry_runs: Counter
     deleted: Counter
     keys_per_run: Histogram
+    last_success: Gauge | None = None  # created by the first complete run (absent until then)
 
 
 @dataclass(eq=False)
@@ -384,12 +385,16 @@ class Metrics:
         series.in_progress.dec()
         series.outcomes[outcome].inc()
         series.duration.observe(max(result.duration_s, 0.0))
-        series.scanned.inc(max(result.scanned, 0))
-        series.matched.inc(max(result.matched, 0))
+        # Adding zero changes nothing: small calls skip those counters' locks.
+        if result.scanned > 0:
+            series.scanned.inc(result.scanned)
+        if result.matched > 0:
+            series.matched.inc(result.matched)
         if result.dry_run:
             series.dry_runs.inc()
         else:
-            series.deleted.inc(max(result.deleted, 0))
+            if result.deleted > 0:
+                series.deleted.inc(result.deleted)
             if outcome != "failed":
                 series.keys_per_run.observe(max(result.deleted, 0))
         for node in result.nodes:
@@ -401,7 +406,9 @@ class Metrics:
             inst.node_scanned.labels(op, node_label).inc(max(node.scanned, 0))
         if outcome == "complete":
             # Created here, not ahead: the series is absent until a run completes.
-            inst.last_success.labels(op).set(time.time())
+            if series.last_success is None:
+                series.last_success = inst.last_success.labels(op)
+            series.last_success.set(time.time())
 
     def tags_finished(self, operation: str, sizes: Sequence[int], removed: int) -> None:
         """Record the tags of one run: each index's size, and the keys removed through them."""

@@ -2,8 +2,8 @@
 
 With the ``tracing`` extra (``opentelemetry-api``) every invalidation is one span named
 ``clusterinval.invalidate`` and each node's pass one child span named ``clusterinval.node_pass``,
-recorded through whatever tracer provider the application configured (none configured: the API's
-own no-op provider). Without ``opentelemetry-api`` these functions do nothing at all.
+recorded through whatever tracer provider the application configured (none configured: no span
+is made, at no cost). Without ``opentelemetry-api`` these functions do nothing at all.
 
 Attributes of ``clusterinval.invalidate``: ``clusterinval.operation``,
 ``clusterinval.keys_requested``, ``clusterinval.patterns``, ``clusterinval.dry_run`` at the start;
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 try:
     from opentelemetry import trace as _trace
+    _NO_OP_PROVIDERS: tuple[type, ...] = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
 except ImportError:  # the optional extra is not installed: every span is a no-op
     _trace = None  # type: ignore[assignment]
+    _NO_OP_PROVIDERS = ()
 
 __all__ = [
     "NODE_PASS_SPAN",
@@ -49,9 +51,15 @@ def enabled() -> bool:
 
 
 def _tracer() -> Any:
-    # Looked up per span, so a provider the application installs after import is used.
+    """The tracer spans go to; None while no tracer provider is configured (nothing records)."""
+    # Looked up per span, so a provider the application installs after import is used. Without
+    # one the API hands out non-recording spans: making them would cost a small call more than
+    # its own bookkeeping, for nothing.
     assert _trace is not None
-    return _trace.get_tracer(TRACER_NAME)
+    provider = _trace.get_tracer_provider()
+    if isinstance(provider, _NO_OP_PROVIDERS):
+        return None
+    return provider.get_tracer(TRACER_NAME)
 
 
 class RunSpan:
@@ -93,7 +101,8 @@ def invalidation_span(
     operation: str, *, keys: int, patterns: int, dry_run: bool
 ) -> Iterator[RunSpan]:
     """A span around one invalidation (a no-op without OpenTelemetry)."""
-    if _trace is None:
+    tracer = _tracer() if _trace is not None else None
+    if tracer is None:
         yield RunSpan()
         return
     attributes = {
@@ -102,7 +111,7 @@ def invalidation_span(
         "clusterinval.patterns": patterns,
         "clusterinval.dry_run": dry_run,
     }
-    with _tracer().start_as_current_span(
+    with tracer.start_as_current_span(
         RUN_SPAN, attributes=attributes, record_exception=False,
         set_status_on_exception=False,
     ) as span:
@@ -118,10 +127,11 @@ def invalidation_span(
 @contextlib.contextmanager
 def node_pass_span(node: str, *, match: str) -> Iterator[None]:
     """A child span around one node's pass (a no-op without OpenTelemetry)."""
-    if _trace is None:
+    tracer = _tracer() if _trace is not None else None
+    if tracer is None:
         yield None
         return
-    with _tracer().start_as_current_span(
+    with tracer.start_as_current_span(
         NODE_PASS_SPAN,
         attributes={"clusterinval.node": node, "clusterinval.match": match},
         record_exception=False, set_status_on_exception=False,

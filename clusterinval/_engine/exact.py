@@ -36,6 +36,9 @@ class ExactKeys:
     def unconfirmed(self) -> SlotSet:
         """Slots of keys no reply confirmed (sent and unanswered, or never sent)."""
         plan = self._ctx.plan
+        if self._next == len(plan.keys) and self._next_literal == len(plan.literal_origins) and (
+                not any(self._pending.values())):
+            return SlotSet()  # everything sent, every reply in: the common ending
         left = SlotSet(slot for slot, n in self._pending.items() if n > 0)
         for key in (*plan.keys[self._next:], *list(plan.literal_origins)[self._next_literal:]):
             left.add(key_slot(key))

@@ -126,19 +126,23 @@ class _Rounds:
         self._ctx = ctx
         self.exact = ExactKeys(ctx)
         self._coverage = Coverage([p.slots for p in ctx.plan.passes])
-        self._passes = NodePasses(ctx, self._coverage)
-        ctx.tally.slots_to_cover = len(ctx.plan.slots_to_cover)
+        # A call of exact keys only (the common small call) sets up no scanning machinery.
+        self._passes = NodePasses(ctx, self._coverage) if ctx.plan.passes else None
+        ctx.tally.slots_to_cover = len(ctx.plan.slots_to_cover) if ctx.plan.passes else 0
 
     def uncovered(self) -> SlotSet:
         """Slots of passes not covered, plus slots of exact keys no reply confirmed."""
         left = self.exact.unconfirmed()
-        left.update(self._coverage.uncovered())
+        if self._passes is not None:
+            left.update(self._coverage.uncovered())
         return left
 
     async def scan_passes(self) -> None:
         """Run rounds of jobs until every pass covered its slots, or no round can help."""
         ctx = self._ctx
         topology = ctx.topology
+        passes = self._passes
+        assert passes is not None, "a run without scan passes has none to serve"
         attempt = 0
         unreachable = 0  # consecutive rounds in which no node could describe the cluster
         while not self._coverage.done:
@@ -146,15 +150,15 @@ class _Rounds:
             assert view is not None
             jobs = self._coverage.jobs(view)
             if len(jobs) == 1:  # one node to serve (a hash-tagged pattern): no task group
-                await self._passes.run(*jobs[0])
+                await passes.run(*jobs[0])
             elif jobs:
                 async with anyio.create_task_group() as tg:
                     for node, index, need in jobs:
-                        tg.start_soon(self._passes.run, node, index, need)
+                        tg.start_soon(passes.run, node, index, need)
             if self._coverage.done:
                 return
-            if self._passes.fatal is not None:
-                ctx.tally.messages.append(self._passes.fatal)
+            if passes.fatal is not None:
+                ctx.tally.messages.append(passes.fatal)
                 return
             attempt += 1
             log.info("%d slots not covered yet (round %d); re-reading topology",
