@@ -29,6 +29,7 @@ from clusterinval._engine.retry import leading_error
 from clusterinval._engine.run import Engine
 from clusterinval._engine.sharing import SharedPasses, ShareOutcome
 from clusterinval._engine.slotcall import SlotCaller
+from clusterinval._engine.tagbatch import TagBatches
 from clusterinval._engine.tagindex import TagIndex
 from clusterinval._engine.tagtake import TagOutcome, TagTaker
 from clusterinval._engine.topology import Topology
@@ -76,6 +77,7 @@ class ClusterInvalidator:
         self._engine: Engine | None = None
         self._sharing: SharedPasses | None = None
         self._tag_taker: TagTaker | None = None
+        self._tag_batches: TagBatches | None = None
         self._tag_index: TagIndex | None = None
         self._metrics = metrics or Metrics(
             registry, max_operations=self._options.max_operation_names
@@ -129,6 +131,8 @@ class ClusterInvalidator:
                                          on_pass=self._metrics.shared_pass)
         caller = SlotCaller(self._topology, self._engine.policy, self._options.command_timeout_s)
         self._tag_taker = TagTaker(self._engine, caller)
+        if self._options.shared_passes:
+            self._tag_batches = TagBatches(self._engine, self._tag_taker)
         self._tag_index = TagIndex(self._topology, caller, self._options.command_timeout_s)
 
     @property
@@ -161,6 +165,8 @@ class ClusterInvalidator:
     async def aclose(self) -> None:
         """Close the connections this invalidator opened (a caller's client stays open)."""
         self._closed = True
+        if self._tag_batches is not None:
+            await self._tag_batches.flush()
         if self._topology is not None:
             await self._topology.aclose()
 
@@ -273,8 +279,12 @@ class ClusterInvalidator:
         assert taker is not None
 
         async def run_tags() -> None:
-            parts.tags = await taker.run(parts.tag_names, len(parts.plan.patterns),
-                                         dry_run=dry_run)
+            batches = self._tag_batches
+            if batches is None or dry_run:
+                parts.tags = await taker.run(parts.tag_names, len(parts.plan.patterns),
+                                             dry_run=dry_run)
+            else:
+                parts.tags = await batches.run(parts.tag_names, len(parts.plan.patterns))
 
         plan = parts.plan
         if not (plan.keys or plan.literal_origins or plan.passes):

@@ -58,6 +58,11 @@ class Engine:
         """How this engine retries."""
         return self._policy
 
+    @property
+    def options(self) -> InvalidatorOptions:
+        """The options its runs follow."""
+        return self._options
+
     async def ensure_view(self) -> ClusterView:
         """A current view (read now if none or old); ClusterConnectionError when nothing answers."""
         view = self.topology.view

@@ -106,15 +106,18 @@ class TagTaker:
         if dry_run or not part.complete:
             return  # the taken sets stay registered: the next run of the tag finishes them
         for taken in sets:
-            try:
-                await self._caller.call(slot, partial(_done, takes_key(tag), taken),
-                                        "dropping a finished tag set")
-            except ClusterPermissionError:
-                raise
-            except (RedisError, OSError, TimeoutError, ClusterConnectionError) as exc:
-                # Harmless: its members are gone; the next run reads it again and finds nothing.
-                log.info("tag %r: finished set %r not dropped yet: %s", shown, taken,
-                         describe(exc))
+            await self.drop(slot, takes_key(tag), taken)
+
+    async def drop(self, slot: int, takes: bytes, taken: bytes) -> None:
+        """Drop a taken set whose members are all gone (on failure it stays registered)."""
+        try:
+            await self._caller.call(slot, partial(_done, takes, taken),
+                                    "dropping a finished tag set")
+        except ClusterPermissionError:
+            raise
+        except (RedisError, OSError, TimeoutError, ClusterConnectionError) as exc:
+            # Harmless: its members are gone; the next run reads it again and finds nothing.
+            log.info("finished tag set %r not dropped yet: %s", taken, describe(exc))
 
     async def _members(self, tag: bytes, run_id: bytes, dry_run: bool
                        ) -> tuple[list[bytes], list[bytes]]:
@@ -123,10 +126,10 @@ class TagTaker:
         caller = self._caller
         if dry_run:
             sources = [set_key(tag)]
-            sources += await self._read(slot, takes_key(tag))
+            sources += await self.read(slot, takes_key(tag))
             members: dict[bytes, None] = {}
             for source in sources:
-                members.update(dict.fromkeys(await self._read(slot, source)))
+                members.update(dict.fromkeys(await self.read(slot, source)))
             return list(members), []
         taken = taken_key(tag, run_id)
         take = await caller.call(slot, lambda io: io.tags.take(
@@ -140,10 +143,10 @@ class TagTaker:
         else:
             rest = sets
         for source in rest:
-            found.update(dict.fromkeys(await self._read(slot, source)))
+            found.update(dict.fromkeys(await self.read(slot, source)))
         return list(found), sets
 
-    async def _read(self, slot: int, key: bytes) -> list[bytes]:
+    async def read(self, slot: int, key: bytes) -> list[bytes]:
         """Every member of the set at ``key``, in bounded SSCAN steps."""
         out: list[bytes] = []
         cursor = 0

@@ -67,6 +67,14 @@ class TagStore(Protocol):
         """Drop a taken set whose members are all gone, and its registration."""
         ...
 
+    async def take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                        finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int, inline: int
+                        ) -> list[TagTake | BaseException]:
+        """In one exchange: drop the ``finished`` taken sets (``(takes_key, taken_key)`` each, as
+        ``done``; a failure leaves that set registered), then ``take`` each ``(set_key,
+        takes_key, taken_key)``; per take, its result or the error it met."""
+        ...
+
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """One ``SSCAN key cursor COUNT count``."""
         ...

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from clusterinval._core.values import TagTake
-from clusterinval._io.resp import call
+from clusterinval._io.resp import call, pack, send_many
 
 __all__ = ["INDEX_SCRIPT_SHAS", "RedisTagStore"]
 
@@ -81,6 +81,13 @@ _SCRIPT_ADD, _SCRIPT_TAKE, _SCRIPT_DONE = _Script(_ADD), _Script(_TAKE), _Script
 INDEX_SCRIPT_SHAS = frozenset({_SCRIPT_TAKE.sha, _SCRIPT_DONE.sha})
 
 
+def _take(reply: Any, taken_key: bytes) -> TagTake:
+    """The take script's reply: (count, members or false, the takes registered)."""
+    members = reply[1]
+    return TagTake(int(reply[0]), list(members) if isinstance(members, list) else None,
+                   [k for k in reply[2] if k != taken_key])
+
+
 class RedisTagStore:
     """A node's side of the tag index, through one node client."""
 
@@ -97,13 +104,34 @@ class RedisTagStore:
         """Move the set aside atomically; members inline for a small set."""
         reply = await _SCRIPT_TAKE.run(self._client, [set_key, takes_key, taken_key],
                                        [b"%d" % keep_ms, b"%d" % inline])
-        members = reply[1]
-        return TagTake(int(reply[0]), list(members) if isinstance(members, list) else None,
-                       [k for k in reply[2] if k != taken_key])
+        return _take(reply, taken_key)
 
     async def done(self, takes_key: bytes, taken_key: bytes) -> None:
         """Drop a finished taken set and its registration."""
         await _SCRIPT_DONE.run(self._client, [takes_key, taken_key], [])
+
+    async def take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                        finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int, inline: int
+                        ) -> list[TagTake | BaseException]:
+        """Drop ``finished`` sets, then take each of ``takes``: one pipelined exchange."""
+        keep, limit = b"%d" % keep_ms, b"%d" % inline
+        calls: list[tuple[_Script, Sequence[bytes]]] = [
+            (_SCRIPT_DONE, (b"2", takes_key, taken_key)) for takes_key, taken_key in finished]
+        calls += [(_SCRIPT_TAKE, (b"3", set_key, takes_key, taken_key, keep, limit))
+                  for set_key, takes_key, taken_key in takes]
+        replies = await send_many(self._client, [pack(b"EVALSHA", script.sha, *args)
+                                                 for script, args in calls])
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:  # the node forgot the scripts (restart, SCRIPT FLUSH): sent whole once more
+            redo = await send_many(self._client, [pack(b"EVAL", calls[i][0].body, *calls[i][1])
+                                                  for i in again])
+            for i, reply in zip(again, redo, strict=True):
+                replies[i] = reply
+        out: list[TagTake | BaseException] = []
+        for (_set_key, _takes_key, taken_key), reply in zip(takes, replies[len(finished):],
+                                                             strict=True):
+            out.append(reply if isinstance(reply, BaseException) else _take(reply, taken_key))
+        return out
 
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """One SSCAN step."""

@@ -105,6 +105,42 @@ async def test_writers_racing_an_invalidation_leave_no_live_key_unindexed(
     assert all(k.encode() in index for k in alive + after), "a live tagged key is not indexed"
 
 
+async def test_concurrent_tag_calls_share_batches(cluster_url: str,
+                                                  client: redis.RedisCluster) -> None:
+    # 300 callers at once, one entity each (10 entries), on one invalidator: every call
+    # reports exactly its own entries, every entry goes, nothing else does, and the batches leave
+    # no index bookkeeping behind once the invalidator closes.
+    entities = {e: [f"ent:{e}:{j}".encode() for j in range(10)] for e in range(300)}
+    other = [f"ent-other:{i}".encode() for i in range(200)]
+    fill_keys(cluster_url, [k for keys in entities.values() for k in keys] + other)
+    registry = CollectorRegistry()
+    results: dict[int, int] = {}
+    async with ClusterInvalidator.from_url(cluster_url, registry=registry) as inv:
+        for e, keys in entities.items():
+            await inv.tag(keys, tags=[f"ent:{e}"])
+
+        async def one(e: int) -> None:
+            result = await inv.invalidate(tags=[f"ent:{e}"], operation_name="storm")
+            assert result.complete
+            results[e] = result.deleted
+
+        async with anyio.create_task_group() as tg:
+            for e in entities:
+                tg.start_soon(one, e)
+    assert results == dict.fromkeys(entities, 10)
+    assert client.exists(*[k for keys in entities.values() for k in keys]) == 0
+    assert client.exists(*other) == len(other)
+    nodes = [redis.Redis(host=p.host, port=p.port) for p in client.get_primaries()]
+    try:
+        left = [k for n in nodes for k in n.scan_iter(match=b"clusterinval:tag:{ent:*")]
+    finally:
+        for node in nodes:
+            node.close()
+    assert left == []
+    value = registry.get_sample_value
+    assert value("clusterinval_tag_members_removed_total", {"operation": "storm"}) == 3000
+
+
 # 1,000,000 members is a soak run (-m soak).
 @pytest.mark.parametrize("n", [100_000, pytest.param(1_000_000, marks=pytest.mark.soak)])
 async def test_a_large_index_is_read_without_a_slow_command(cluster_url: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from redis.exceptions import ResponseError
@@ -87,6 +88,23 @@ class MemoryTagStore:
             srem(node, takes_key, [taken_key])
 
         self._cluster.apply(state, change)
+
+    async def take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                        finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int, inline: int
+                        ) -> list[TagTake | BaseException]:
+        """``done`` for each finished set, then ``take`` for each set, as one exchange would."""
+        for takes_key, taken_key in finished:
+            # A failure leaves the set registered: a later take of its tag finishes it.
+            with contextlib.suppress(ResponseError):
+                await self.done(takes_key, taken_key)
+        out: list[TagTake | BaseException] = []
+        for set_key, takes_key, taken_key in takes:
+            try:
+                out.append(await self.take(set_key, takes_key, taken_key, keep_ms=keep_ms,
+                                           inline=inline))
+            except ResponseError as exc:
+                out.append(exc)
+        return out
 
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """SSCAN over the members in sorted order; the cursor is an index into it."""

@@ -1,0 +1,329 @@
+"""Tag batches: concurrent tag invalidations on one invalidator share their round trips.
+
+A call's tags join the batch that is forming; one batch runs at a time, so calls that arrive
+while one runs make up the next, and a lone call is a batch of one that starts at once. A batch
+is two exchanges per node, whatever the number of its tags:
+
+1. every tag's set is taken (the take scripts of all the tags a node serves, in one write);
+2. every member is unlinked on its owner (``Unlinker``), in slot batches that each belong to one
+   tag of one call, so every reply counts for exactly that tag and that call.
+
+A taken set whose members are all confirmed gone is dropped in the first exchange of the next
+batch (before any take, so the tag's next take never meets it), or when the invalidator closes.
+Until then it stays registered: if that never happens (the process dies), the tag's next take
+reads it again and finds its members gone.
+
+No task outlives its caller: the batch runs in the task of one of its callers, the first to find
+it ready. If that caller leaves (cancelled, past its deadline) the batch stops, and each other
+caller finishes its own unfinished tags alone (``TagTaker``); nothing is lost, as a taken set
+stays registered until its members are confirmed gone. A call whose tag is already in the
+forming batch runs alone: two takes of one tag are atomic either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from redis.exceptions import RedisError
+
+from clusterinval._core.batching import group_by_slot
+from clusterinval._core.slots import SlotSet
+from clusterinval._core.tags import set_key, tag_slot, taken_key, takes_key
+from clusterinval._core.tally import RunTally
+from clusterinval._core.values import NodeAddr, SlotBatch, TagTake
+from clusterinval._engine import tagtake
+from clusterinval._engine.retry import describe
+from clusterinval._engine.run import Engine
+from clusterinval._engine.tagtake import TAKEN_KEEP_MS, TagOutcome, TagTaker
+from clusterinval._engine.unlinker import Unlinker
+from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
+
+__all__ = ["TagBatches"]
+
+log = logging.getLogger("clusterinval.engine")
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One tag of one call, in a batch."""
+
+    index: int  # the tag's place in its call
+    tag: bytes
+    slot: int
+    tally: RunTally
+    taken: bytes = b""
+    sets: list[bytes] = field(default_factory=list)  # taken sets read (dropped once finished)
+    members: list[bytes] = field(default_factory=list)
+    removed: int = 0
+    pending: dict[int, int] = field(default_factory=dict)  # id(batch) -> its slot, unconfirmed
+    alone: bool = False  # the batch could not serve it: its caller runs it alone
+    finished: bool = False  # every member confirmed gone
+    settled: bool = False  # its figures are final (finished, or reported incomplete)
+
+
+@dataclass(eq=False)
+class _Call:
+    entries: list[_Entry]
+    left: bool = False
+
+
+@dataclass(eq=False)
+class _Batch:
+    calls: list[_Call] = field(default_factory=list)
+    tags: set[bytes] = field(default_factory=set)
+    started: bool = False
+    completed: bool = False  # ran to its end (its driver did not leave)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+
+class TagBatches:
+    """Runs the tag invalidations of concurrent calls in shared batches."""
+
+    def __init__(self, engine: Engine, taker: TagTaker) -> None:
+        self._engine = engine
+        self._taker = taker
+        self._forming: _Batch | None = None
+        self._running: _Batch | None = None
+        self._idle = anyio.Event()  # set (and replaced) whenever a batch ends
+        self._finished: list[tuple[int, bytes, bytes]] = []  # (slot, takes, taken) to drop
+
+    async def run(self, tags: Sequence[bytes], patterns: int) -> TagOutcome:
+        """Invalidate ``tags`` (never a dry run); ``patterns`` sizes the tally's figures."""
+        batch = self._forming
+        if batch is not None and not batch.tags.isdisjoint(tags):
+            # A tag of this call is in the forming batch already: take it alone, now.
+            return await self._taker.run(tags, patterns, dry_run=False)
+        if batch is None:
+            batch = self._forming = _Batch()
+        run_id = os.urandom(8).hex().encode()
+        call = _Call([_Entry(i, t, tag_slot(t), RunTally(patterns),
+                             taken=taken_key(t, run_id)) for i, t in enumerate(tags)])
+        batch.calls.append(call)
+        batch.tags.update(tags)
+        outcome = TagOutcome([0] * len(tags), [0] * len(tags), RunTally(patterns))
+        timeout_s = self._engine.options.timeout_s
+        with anyio.move_on_after(timeout_s) as scope:
+            try:
+                await self._serve(batch)
+            except BaseException:
+                call.left = True
+                raise
+            if not batch.completed:
+                # Its driver left before the end: what it did not finish, this call does.
+                for entry in call.entries:
+                    entry.alone = entry.alone or not entry.finished
+            await self._finish_alone(call, outcome, patterns)
+        for entry in call.entries:
+            outcome.removed[entry.index] += entry.removed
+            outcome.tally.absorb(entry.tally)
+            if not entry.alone:
+                outcome.sizes[entry.index] += len(entry.members)
+                outcome.members.extend(entry.members)
+        if scope.cancelled_caught:
+            call.left = True
+            outcome.tally.timed_out = True
+            outcome.tally.messages.append(f"deadline of {timeout_s:g} s passed")
+            for entry in call.entries:
+                if not entry.settled:
+                    outcome.tally.uncovered.add(entry.slot)
+                    outcome.tally.uncovered.update(SlotSet(entry.pending.values()))
+        return outcome
+
+    async def flush(self) -> None:
+        """Drop the finished sets now (the invalidator is closing)."""
+        finished, self._finished = self._finished, []
+        topology = self._engine.topology
+        view = topology.view
+        if not finished or view is None:
+            return
+        by_node: dict[NodeAddr, list[tuple[int, bytes, bytes]]] = {}
+        for slot, takes, taken in finished:
+            owner = view.owner(slot)
+            if owner is not None:
+                by_node.setdefault(owner, []).append((slot, takes, taken))
+        retry: list[tuple[int, bytes, bytes]] = [f for f in finished if view.owner(f[0]) is None]
+        for node, sets in by_node.items():
+            try:
+                with anyio.fail_after(self._engine.options.command_timeout_s):
+                    await topology.node(node).tags.take_many(
+                        [], [(takes, taken) for _slot, takes, taken in sets],
+                        keep_ms=TAKEN_KEEP_MS, inline=tagtake.INLINE_MEMBERS)
+            except (RedisError, OSError, TimeoutError):
+                retry.extend(sets)  # moved or gone: each set on its slot's current owner
+        for slot, takes, taken in retry:
+            try:
+                await self._taker.drop(slot, takes, taken)
+            except ClusterPermissionError as exc:  # closing goes on: the set stays registered
+                log.warning("finished tag set %r not dropped: %s", taken, exc)
+
+    async def _serve(self, batch: _Batch) -> None:
+        """Wait for ``batch`` to be run, running it in this task when it is ready first."""
+        while not batch.finished.is_set():
+            if not batch.started and self._running is None:
+                batch.started = True
+                self._running = batch
+                if self._forming is batch:
+                    self._forming = None
+                try:
+                    await self._drive(batch)
+                    batch.completed = True
+                finally:
+                    self._running = None
+                    batch.finished.set()
+                    idle, self._idle = self._idle, anyio.Event()
+                    idle.set()
+                return
+            if batch.started:
+                await batch.finished.wait()
+            else:
+                await self._idle.wait()
+
+    async def _drive(self, batch: _Batch) -> None:
+        """Take every tag's set, then unlink every member: one exchange per node for each."""
+        entries = [e for call in batch.calls if not call.left for e in call.entries]
+        try:
+            await self._take(entries)
+            await self._unlink([e for e in entries if not e.alone])
+        except ClusterPermissionError:
+            # Refused: each call meets the refusal itself, alone, and reports it.
+            for entry in entries:
+                entry.alone = entry.alone or not entry.finished
+            return
+        for entry in entries:
+            if entry.finished:
+                self._finished.extend((entry.slot, takes_key(entry.tag), s) for s in entry.sets)
+
+    async def _take(self, entries: list[_Entry]) -> None:
+        """Stage 1: the sets finished by earlier batches are dropped, then every set is taken."""
+        topology = self._engine.topology
+        try:
+            view = topology.view or await topology.refresh()
+        except ClusterConnectionError:
+            for entry in entries:
+                entry.alone = True
+            return
+        by_node: dict[NodeAddr, tuple[list[_Entry], list[tuple[bytes, bytes]]]] = {}
+        for entry in entries:
+            owner = view.owner(entry.slot)
+            if owner is None:
+                entry.alone = True
+            else:
+                by_node.setdefault(owner, ([], []))[0].append(entry)
+        finished, self._finished = self._finished, []
+        for slot, takes, taken in finished:
+            owner = view.owner(slot)
+            if owner is not None:
+                by_node.setdefault(owner, ([], []))[1].append((takes, taken))
+
+        async def exchange(node: NodeAddr, node_entries: list[_Entry],
+                           sets: list[tuple[bytes, bytes]]) -> None:
+            requests = [(set_key(e.tag), takes_key(e.tag), e.taken) for e in node_entries]
+            try:
+                with anyio.fail_after(self._engine.options.command_timeout_s):
+                    takes = await topology.node(node).tags.take_many(
+                        requests, sets, keep_ms=TAKEN_KEEP_MS, inline=tagtake.INLINE_MEMBERS)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.info("tag batch: takes on %s failed (%s); its tags go alone", node.name,
+                         describe(exc))
+                for entry in node_entries:
+                    entry.alone = True
+                return
+            for entry, take in zip(node_entries, takes, strict=True):
+                await self._taken(entry, take)
+
+        if len(by_node) == 1:
+            [(node, (node_entries, sets))] = by_node.items()
+            await exchange(node, node_entries, sets)
+            return
+        async with anyio.create_task_group() as tg:
+            for node, (node_entries, sets) in by_node.items():
+                tg.start_soon(exchange, node, node_entries, sets)
+
+    async def _taken(self, entry: _Entry, take: TagTake | BaseException) -> None:
+        """Record what a take found; a set too big to come back inline is read in steps."""
+        if isinstance(take, BaseException):
+            # Moved, refused, no script: the lone path follows redirects and reports refusals.
+            entry.alone = True
+            return
+        entry.sets = ([entry.taken] if take.count else []) + list(take.leftovers)
+        found: dict[bytes, None] = dict.fromkeys(take.members or ())
+        rest = entry.sets if take.members is None else list(take.leftovers)
+        try:
+            for source in rest:
+                found.update(dict.fromkeys(await self._taker.read(entry.slot, source)))
+        except (RedisError, OSError, TimeoutError, ClusterConnectionError):
+            entry.alone = True  # the taken sets stay registered: the lone take reads them
+            return
+        entry.members = list(found)
+
+    async def _unlink(self, entries: list[_Entry]) -> None:
+        """Stage 2: every member on its owner, in slot batches of one tag each."""
+        engine = self._engine
+        batches: list[SlotBatch] = []
+        owners: dict[int, _Entry] = {}
+        for entry in entries:
+            for batch in group_by_slot(entry.members, engine.options.unlink_batch):
+                batches.append(batch)
+                owners[id(batch)] = entry
+                entry.pending[id(batch)] = batch[0]
+        work = RunTally(0)
+
+        def confirm(node: NodeAddr, done: Sequence[SlotBatch], n: int) -> None:
+            # Without the batch script every reply answers one batch, hence one tag.
+            entry = owners[id(done[0])]
+            for batch in done:
+                entry.pending.pop(id(batch), None)
+            counts = entry.tally.node(node)
+            counts.matched += n
+            counts.deleted += n
+            entry.tally.exact_deleted += n
+            entry.removed += n
+
+        if batches:
+            unlinker = Unlinker(engine.topology, engine.policy, engine.limits, work,
+                                engine.options.command_timeout_s, use_scripts=False)
+            try:
+                await unlinker.unlink(batches, confirm)
+            except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
+                message = f"tag members: {describe(exc)}"
+                for entry in entries:
+                    if entry.pending:
+                        entry.tally.messages.append(message)
+            finally:
+                self._unconfirmed(entries)
+        else:
+            self._unconfirmed(entries)
+        # The batch's own errors count once, for the first tag served.
+        if entries:
+            entries[0].tally.errors.extend(work.errors)
+
+    @staticmethod
+    def _unconfirmed(entries: list[_Entry]) -> None:
+        for entry in entries:
+            entry.settled = True
+            if entry.pending:
+                entry.tally.uncovered.update(SlotSet(entry.pending.values()))
+            else:
+                entry.finished = True
+
+    async def _finish_alone(self, call: _Call, outcome: TagOutcome, patterns: int) -> None:
+        """The tags the batch could not serve, run by their own caller."""
+        alone = [e for e in call.entries if e.alone]
+        if not alone:
+            return
+        for entry in alone:
+            # What the batch confirmed stays counted; its coverage is the lone run's to say.
+            entry.tally.uncovered = SlotSet()
+            entry.tally.messages.clear()
+            entry.settled = False
+        done = await self._taker.run([e.tag for e in alone], patterns, dry_run=False)
+        for entry, removed, size in zip(alone, done.removed, done.sizes, strict=True):
+            outcome.removed[entry.index] += removed
+            outcome.sizes[entry.index] += size
+            entry.settled = True
+        outcome.tally.absorb(done.tally)
+        outcome.members.extend(done.members)
