@@ -58,8 +58,9 @@ class InvalidatorOptions:
     primary). See docs/resilience.md.
 
     Application traffic: with ``shared_passes`` concurrent calls that must read the whole
-    keyspace share one reading of it (each still gets its own result); a call waits up to
-    ``gather_window_s`` for others to join. See docs/performance.md.
+    keyspace share one reading of it, and concurrent tag invalidations share batches (each call
+    still gets its own result); a call with such patterns waits up to ``gather_window_s`` for
+    others to join. See docs/performance.md.
     """
 
     scan_count: int = 1000

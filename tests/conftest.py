@@ -24,6 +24,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
 
+def _close_startup_nodes_too(close: Callable[[redis.RedisCluster], None]
+                             ) -> Callable[[redis.RedisCluster], None]:
+    """redis-py's sync ``RedisCluster.close()`` leaves the connections of its startup nodes
+    open; their sockets then surface as unraisable ResourceWarnings at any later gc (an error
+    under ``filterwarnings = error``). Closing a test's client closes those too."""
+
+    def closing(self: redis.RedisCluster) -> None:
+        startup = list(self.nodes_manager.startup_nodes.values())
+        close(self)
+        for node in startup:
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+
+    return closing
+
+
+redis.RedisCluster.close = _close_startup_nodes_too(  # type: ignore[method-assign]
+    redis.RedisCluster.close)
+
 # Starts a dedicated LocalCluster with the given options (see the make_cluster fixture).
 ClusterFactory = Callable[..., LocalCluster]
 

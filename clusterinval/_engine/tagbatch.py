@@ -40,6 +40,7 @@ from clusterinval._engine.retry import describe
 from clusterinval._engine.run import Engine
 from clusterinval._engine.tagtake import TAKEN_KEEP_MS, TagOutcome, TagTaker
 from clusterinval._engine.unlinker import Unlinker
+from clusterinval._io.protocol import TakesInFlight
 from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 
 __all__ = ["TagBatches"]
@@ -219,29 +220,40 @@ class TagBatches:
             if owner is not None:
                 by_node.setdefault(owner, ([], []))[1].append((takes, taken))
 
-        async def exchange(node: NodeAddr, node_entries: list[_Entry],
-                           sets: list[tuple[bytes, bytes]]) -> None:
-            requests = [(set_key(e.tag), takes_key(e.tag), e.taken) for e in node_entries]
-            try:
-                with anyio.fail_after(self._engine.options.command_timeout_s):
-                    takes = await topology.node(node).tags.take_many(
-                        requests, sets, keep_ms=TAKEN_KEEP_MS, inline=tagtake.INLINE_MEMBERS)
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.info("tag batch: takes on %s failed (%s); its tags go alone", node.name,
-                         describe(exc))
-                for entry in node_entries:
-                    entry.alone = True
-                return
-            for entry, take in zip(node_entries, takes, strict=True):
+        # Every node gets its scripts before any reply is awaited: one round trip to the slowest,
+        # read in this task (no task per node).
+        sent: list[tuple[NodeAddr, list[_Entry], TakesInFlight]] = []
+        answered: list[tuple[list[_Entry], list[TagTake | BaseException]]] = []
+        try:
+            with anyio.fail_after(self._engine.options.command_timeout_s):
+                for node, (node_entries, sets) in by_node.items():
+                    requests = [(set_key(e.tag), takes_key(e.tag), e.taken) for e in node_entries]
+                    try:
+                        pending = await topology.node(node).tags.begin_take_many(
+                            requests, sets, keep_ms=TAKEN_KEEP_MS,
+                            inline=tagtake.INLINE_MEMBERS)
+                    except (RedisError, OSError) as exc:
+                        _alone(node, node_entries, exc)
+                    else:
+                        sent.append((node, node_entries, pending))
+                while sent:
+                    node, node_entries, pending = sent[0]
+                    try:
+                        answered.append((node_entries, await pending.results()))
+                    except (RedisError, OSError) as exc:
+                        _alone(node, node_entries, exc)
+                    del sent[0]
+        except TimeoutError as exc:
+            for node, node_entries, _pending in sent:
+                _alone(node, node_entries, exc)
+        finally:
+            # Cut short (timeout, cancelled): what is still in flight goes back, read or dropped.
+            with anyio.CancelScope(shield=True):
+                for _node, _entries, pending in sent:
+                    await pending.abandon()
+        for node_entries, results in answered:
+            for entry, take in zip(node_entries, results, strict=True):
                 await self._taken(entry, take)
-
-        if len(by_node) == 1:
-            [(node, (node_entries, sets))] = by_node.items()
-            await exchange(node, node_entries, sets)
-            return
-        async with anyio.create_task_group() as tg:
-            for node, (node_entries, sets) in by_node.items():
-                tg.start_soon(exchange, node, node_entries, sets)
 
     async def _taken(self, entry: _Entry, take: TagTake | BaseException) -> None:
         """Record what a take found; a set too big to come back inline is read in steps."""
@@ -327,3 +339,10 @@ class TagBatches:
             entry.settled = True
         outcome.tally.absorb(done.tally)
         outcome.members.extend(done.members)
+
+
+def _alone(node: NodeAddr, entries: list[_Entry], exc: BaseException) -> None:
+    """A node's takes failed as a whole: its tags go alone (retried and redirected there)."""
+    log.info("tag batch: takes on %s failed (%s); its tags go alone", node.name, describe(exc))
+    for entry in entries:
+        entry.alone = True

@@ -31,7 +31,7 @@ from clusterinval._core.values import (
 
 __all__ = [
     "ClusterIO", "KeyCommand", "NodeIO", "OnReply", "PendingReplies", "ScriptName",
-    "StagedKeyCommands", "TagStore", "WalkStepHandler",
+    "StagedKeyCommands", "TagStore", "TakesInFlight", "WalkStepHandler",
 ]
 
 # The server-side steps a node may run (see ``lua.py``).
@@ -75,6 +75,12 @@ class TagStore(Protocol):
         takes_key, taken_key)``; per take, its result or the error it met."""
         ...
 
+    async def begin_take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                              finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int,
+                              inline: int) -> TakesInFlight:
+        """``take_many`` sent now and read later, so one task can keep several nodes busy."""
+        ...
+
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """One ``SSCAN key cursor COUNT count``."""
         ...
@@ -85,6 +91,18 @@ class TagStore(Protocol):
 
     async def remove(self, set_key: bytes, members: Sequence[bytes]) -> int:
         """Remove members from a member set (SREM); the number removed."""
+        ...
+
+
+class TakesInFlight(Protocol):
+    """A ``take_many`` exchange whose replies are still to be read."""
+
+    async def results(self) -> list[TagTake | BaseException]:
+        """Per take, its result or the error it met (the connection goes back)."""
+        ...
+
+    async def abandon(self) -> None:
+        """Give the connection back without the results (read briefly, or dropped)."""
         ...
 
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from clusterinval._core.values import TagTake
-from clusterinval._io.resp import call, pack, send_many
+from clusterinval._io.resp import Exchange, begin, call, pack, send_many
 
 __all__ = ["INDEX_SCRIPT_SHAS", "RedisTagStore"]
 
@@ -88,6 +88,39 @@ def _take(reply: Any, taken_key: bytes) -> TagTake:
                    [k for k in reply[2] if k != taken_key])
 
 
+class _TakesInFlight:
+    """The scripts of one ``take_many``, sent; their replies come with ``results()``."""
+
+    def __init__(self, client: Redis, exchange: Exchange,
+                 calls: list[tuple[_Script, Sequence[bytes]]],
+                 takes: Sequence[tuple[bytes, bytes, bytes]], finished: int) -> None:
+        self._client = client
+        self._exchange = exchange
+        self._calls = calls
+        self._takes = takes
+        self._finished = finished
+
+    async def results(self) -> list[TagTake | BaseException]:
+        """Per take, its result or the error it met."""
+        replies = await self._exchange.replies()
+        calls = self._calls
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:  # the node forgot the scripts (restart, SCRIPT FLUSH): sent whole once more
+            redo = await send_many(self._client, [pack(b"EVAL", calls[i][0].body, *calls[i][1])
+                                                  for i in again])
+            for i, reply in zip(again, redo, strict=True):
+                replies[i] = reply
+        out: list[TagTake | BaseException] = []
+        for (_set_key, _takes_key, taken_key), reply in zip(
+                self._takes, replies[self._finished:], strict=True):
+            out.append(reply if isinstance(reply, BaseException) else _take(reply, taken_key))
+        return out
+
+    async def abandon(self) -> None:
+        """Give the connection back unread (see ``Exchange.abandon``)."""
+        await self._exchange.abandon()
+
+
 class RedisTagStore:
     """A node's side of the tag index, through one node client."""
 
@@ -114,24 +147,21 @@ class RedisTagStore:
                         finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int, inline: int
                         ) -> list[TagTake | BaseException]:
         """Drop ``finished`` sets, then take each of ``takes``: one pipelined exchange."""
+        pending = await self.begin_take_many(takes, finished, keep_ms=keep_ms, inline=inline)
+        return await pending.results()
+
+    async def begin_take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                              finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int,
+                              inline: int) -> _TakesInFlight:
+        """Send ``take_many``'s scripts; the results are read by ``results()``."""
         keep, limit = b"%d" % keep_ms, b"%d" % inline
         calls: list[tuple[_Script, Sequence[bytes]]] = [
             (_SCRIPT_DONE, (b"2", takes_key, taken_key)) for takes_key, taken_key in finished]
         calls += [(_SCRIPT_TAKE, (b"3", set_key, takes_key, taken_key, keep, limit))
                   for set_key, takes_key, taken_key in takes]
-        replies = await send_many(self._client, [pack(b"EVALSHA", script.sha, *args)
-                                                 for script, args in calls])
-        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if again:  # the node forgot the scripts (restart, SCRIPT FLUSH): sent whole once more
-            redo = await send_many(self._client, [pack(b"EVAL", calls[i][0].body, *calls[i][1])
-                                                  for i in again])
-            for i, reply in zip(again, redo, strict=True):
-                replies[i] = reply
-        out: list[TagTake | BaseException] = []
-        for (_set_key, _takes_key, taken_key), reply in zip(takes, replies[len(finished):],
-                                                             strict=True):
-            out.append(reply if isinstance(reply, BaseException) else _take(reply, taken_key))
-        return out
+        exchange = await begin(self._client, [pack(b"EVALSHA", script.sha, *args)
+                                              for script, args in calls])
+        return _TakesInFlight(self._client, exchange, calls, takes, len(finished))
 
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """One SSCAN step."""

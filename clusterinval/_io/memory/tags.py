@@ -21,6 +21,20 @@ _SET_MARK = b"\x00set"  # the value a set-typed key holds in ``data`` (its membe
 _WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 
+class _Done:
+    """A ``take_many`` the in-memory node has already answered."""
+
+    def __init__(self, results: list[TagTake | BaseException]) -> None:
+        self._results = results
+
+    async def results(self) -> list[TagTake | BaseException]:
+        """The results."""
+        return self._results
+
+    async def abandon(self) -> None:
+        """Nothing is in flight."""
+
+
 class MemoryTagStore:
     """A node's side of the tag index (``TagStore``)."""
 
@@ -105,6 +119,12 @@ class MemoryTagStore:
             except ResponseError as exc:
                 out.append(exc)
         return out
+
+    async def begin_take_many(self, takes: Sequence[tuple[bytes, bytes, bytes]],
+                              finished: Sequence[tuple[bytes, bytes]], *, keep_ms: int,
+                              inline: int) -> _Done:
+        """``take_many``, done now; its results handed out by ``results()``."""
+        return _Done(await self.take_many(takes, finished, keep_ms=keep_ms, inline=inline))
 
     async def scan(self, key: bytes, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """SSCAN over the members in sorted order; the cursor is an index into it."""
