@@ -406,28 +406,26 @@ class ClusterInvalidator:
         *, failed: bool = False,
     ) -> InvalidationResult:
         plan = parts.plan
-        nodes = tuple(
-            NodeResult(
-                node=node.name,
-                deleted=c.deleted,
-                matched=c.matched,
-                scanned=c.scanned,
-                scan_calls=c.scan_calls,
-                unlink_calls=c.unlink_calls,
-                duration_s=round(c.busy_s, 6),
-                error="; ".join(c.errors[-3:]) or None,
-            )
-            for node, c in sorted(raw.nodes.items())
-        )
+        # One pass over the nodes builds their figures and the totals (a small call's result is
+        # a good part of its cost).
+        deleted = matched = scanned = 0
+        node_results: list[NodeResult] = []
+        for node, c in (sorted(raw.nodes.items()) if len(raw.nodes) > 1 else raw.nodes.items()):
+            deleted += c.deleted
+            matched += c.matched
+            scanned += c.scanned
+            node_results.append(NodeResult(
+                node.name, c.deleted, c.matched, c.scanned, c.scan_calls, c.unlink_calls,
+                round(c.busy_s, 6), "; ".join(c.errors[-3:]) or None))
         return InvalidationResult(
             operation=operation,
-            deleted=raw.deleted,
-            matched=raw.matched,
-            scanned=raw.scanned,
+            deleted=deleted,
+            matched=matched,
+            scanned=scanned,
             complete=raw.complete and not failed,
             duration_s=duration,
             dry_run=dry_run,
-            nodes=nodes,
+            nodes=tuple(node_results),
             uncovered_slots=tuple(raw.uncovered.ranges()),
             sample=tuple(raw.sample),
             errors=tuple(raw.messages),
