@@ -102,6 +102,8 @@ class Engine:
                 if not plan.passes:
                     # Exact keys only (the common small call): no task group to set up.
                     await run.exact.run()
+                elif not (plan.keys or plan.literal_origins):
+                    await run.scan_passes()  # patterns only: nothing to run beside them
                 else:
                     async with anyio.create_task_group() as tg:
                         if plan.keys or plan.literal_origins:

@@ -154,9 +154,11 @@ async def test_metrics_count_a_key_once_and_results_count_it_for_each_caller() -
 
 async def test_a_cancelled_caller_never_cancels_the_others() -> None:
     cluster = MemoryCluster(primaries=3)
-    cluster.set({f"u:{i}:{j}".encode() for i in range(5) for j in range(50)})
+    # Enough keys for several walk calls per node: the pass is still running when the first
+    # deletions show, so its driver is cancelled mid-way.
+    cluster.set({f"u:{i}:{j}".encode() for i in range(5) for j in range(2000)})
     for node in cluster.primaries():
-        cluster.slow(node, 0.005)  # a pass long enough to cancel its driver mid-way
+        cluster.slow(node, 0.005)
     async with invalidator(cluster, gather_window_s=0.01) as inv:
         results: dict[int, InvalidationResult] = {}
         scopes: dict[int, anyio.CancelScope] = {}
@@ -169,11 +171,11 @@ async def test_a_cancelled_caller_never_cancels_the_others() -> None:
             for i in range(5):  # the first caller drives the pass
                 tg.start_soon(call, i)
             with anyio.fail_after(5):
-                while len(cluster.keys()) == 250:  # noqa: ASYNC110 - no event to await
+                while len(cluster.keys()) == 10_000:  # noqa: ASYNC110 - no event to await
                     await anyio.sleep(0.001)
             scopes[0].cancel()
     assert sorted(results) == [1, 2, 3, 4]
-    assert all(r.complete and r.deleted == 50 for r in results.values())
+    assert all(r.complete and r.deleted == 2000 for r in results.values())
     left = cluster.keys()
     assert not any(k.startswith(f"u:{i}:".encode()) for k in left for i in range(1, 5))
 
