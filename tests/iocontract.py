@@ -264,7 +264,7 @@ async def scan_node(node: NodeIO, match: bytes, count: int = 50) -> list[bytes]:
 
 
 async def walk(node: NodeIO, prefixes: Sequence[bytes], ranges: Iterable[tuple[int, int]], *,
-               budget: int = 1000, cap: int = 1000, empty_key: bool = False
+               budget: int = 1000, cap: int = 1000, empty_key: bool = False, probe: bytes = b""
                ) -> list[tuple[int, int, SlotWalkStep]]:
     """Walk ``ranges`` to the end; every call's (lo, hi walked, step)."""
     left = deque(ranges)
@@ -272,7 +272,7 @@ async def walk(node: NodeIO, prefixes: Sequence[bytes], ranges: Iterable[tuple[i
     await needs_script(node, "slot_walk")
     await node.slot_walk(prefixes, left, budget=budget, cap=cap,
                          on_step=lambda lo, hi, s: steps.append((lo, hi, s)), max_calls=1000,
-                         empty_key=empty_key)
+                         empty_key=empty_key, probe=probe)
     assert not left
     return steps
 
@@ -492,6 +492,31 @@ async def slot_walk_proves_reads_skips_and_caps(b: Backend) -> None:
     assert set(big) <= b.all_keys() and not set(small) & b.all_keys()
 
 
+async def slot_walk_probe_proves_one_slot(b: Backend) -> None:
+    """A one-slot walk with a probe key: read in a slot the node serves, unproven elsewhere,
+    and a probe key that exists changes nothing."""
+    p0, p1 = b.primaries[:2]
+    mine = next(s for s in range(SLOT_COUNT) if b.owner(s) == p0)
+    foreign = next(s for s in range(SLOT_COUNT) if b.owner(s) == p1)
+    node = b.io.node(p0)
+    for slot in (mine, foreign):
+        b.set([key_in(slot) + b":p:1", key_in(slot) + b":p:2"])
+    probe = key_in(mine) + b"\x00probe"
+    (step,) = [st for _lo, _hi, st in await walk(node, [key_in(mine) + b":p:"], [(mine, mine)],
+                                                  probe=probe)]
+    assert step.unproven == [] and step.deleted == 2
+    foreign_probe = key_in(foreign) + b"\x00probe"
+    (step,) = [st for _lo, _hi, st in await walk(node, [key_in(foreign) + b":p:"],
+                                                  [(foreign, foreign)], probe=foreign_probe)]
+    assert step.unproven == [foreign] and step.deleted == 0
+    b.set([probe, key_in(mine) + b":p:3"])  # the probe exists: the general proof decides
+    (step,) = [st for _lo, _hi, st in await walk(node, [key_in(mine) + b":p:"], [(mine, mine)],
+                                                  probe=probe)]
+    assert step.unproven == [] and step.deleted == 1
+    left = b.all_keys()
+    assert probe in left and {key_in(foreign) + b":p:1", key_in(foreign) + b":p:2"} <= left
+
+
 async def slot_walk_budget_resumes(b: Backend) -> None:
     """A call stops once it has read its budget; the range left is put back in front."""
     p0 = b.primaries[0]
@@ -592,7 +617,8 @@ STABLE_SCENARIOS = [
     crossslot_reply, moved_to_the_owner, ownership_unchanged_over_a_scan,
     cluster_view_as_cluster_slots, keys_in_slot_lists_local_keys,
     batch_calls_report_failed_batches, scan_step_deletes_what_it_finds, scan_step_with_prefixes,
-    slot_walk_proves_reads_skips_and_caps, slot_walk_budget_resumes, slot_walk_empty_key_rule,
+    slot_walk_proves_reads_skips_and_caps, slot_walk_probe_proves_one_slot,
+    slot_walk_budget_resumes, slot_walk_empty_key_rule,
     tag_index_add_take_scan_done, ttls_and_write,
 ]
 
@@ -646,6 +672,13 @@ async def migration_redirects(b: Backend) -> None:
     assert walked.unproven == [slot] and walked.examined == 0
     (walked,) = [st for _lo, _hi, st in await walk(d, [b""], [(slot, slot)])]
     assert walked.unproven == [slot]
+    # A probe proves nothing here: missing on the source (migrating), not served by the target
+    # (importing), or present on the source while other keys of the slot have left.
+    for node, probe in ((s, key_in(slot) + b"\x00probe"), (d, key_in(slot) + b"\x00probe"),
+                        (s, kept[1])):
+        (walked,) = [st for _lo, _hi, st in await walk(node, [b""], [(slot, slot)],
+                                                        probe=probe)]
+        assert walked.unproven == [slot] and walked.examined == 0
     await needs_script(s, "batch")
     (reply,) = await s.batch_calls([[(slot, [kept[0], moved[1]]), (slot, [kept[1]])]], window=1)
     assert tuple(reply) == (1, [0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 
 from clusterinval._core.planning import ScanPass
-from clusterinval._core.slots import SlotSet
+from clusterinval._core.slots import SlotSet, key_slot
 from clusterinval._core.values import NodeAddr, SlotWalkStep
 from clusterinval._engine.context import RunContext
 from clusterinval._engine.serverstep import (
@@ -55,6 +55,7 @@ class SlotWalk:
         prefixes = tuple(g.literal_prefix for g in scan_pass.globs)
         # Redis reports the empty key for the pattern "*" alone (SCAN and KEYS skip matching).
         empty_key = any(g.pattern == b"*" for g in scan_pass.globs)
+        probe = _probe(scan_pass)
         # Unthrottled: segments of many calls. Rate-limited or paced: one call per segment, so
         # each call is paid for (and each round trip timed by the governor) before the next.
         segment = 1 if ctx.limits.paced else _WALK_SEGMENT
@@ -85,7 +86,7 @@ class SlotWalk:
         while ranges:
             await ctx.call(node, lambda: io.slot_walk(
                 prefixes, ranges, budget=budget, cap=WALK_SLOT_CAP, on_step=on_step,
-                max_calls=segment, empty_key=empty_key), "the slot walk")
+                max_calls=segment, empty_key=empty_key, probe=probe), "the slot walk")
             await settle_step(ctx, node, matched, left)
             matched = 0
             left.clear()
@@ -100,3 +101,17 @@ class SlotWalk:
         # hundred short calls a second per node (each well under 0.2 ms) keep other clients'
         # commands from queueing behind ours, which is what the rate limit is for.
         return max(RATED_MIN_KEYS, min(WALK_BUDGET, int(rate / RATED_CALLS_PER_S)))
+
+
+# Appended to a one-slot pass's literal prefix (which holds its hash tag), it names a key of that
+# slot nobody writes: the walk's ownership probe.
+_PROBE_SUFFIX = b"\x00clusterinval:ownership-probe"
+
+
+def _probe(scan_pass: ScanPass) -> bytes:
+    """A key of the pass's one slot for the walk to prove ownership with (b"": none)."""
+    slot = scan_pass.single_slot
+    if slot is None:
+        return b""
+    probe = scan_pass.globs[0].literal_prefix + _PROBE_SUFFIX
+    return probe if key_slot(probe) == slot else b""

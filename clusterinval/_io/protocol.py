@@ -205,7 +205,7 @@ class NodeIO(Protocol):
 
     async def slot_walk(
         self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,
-        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool,
+        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool, probe: bytes = b"",
     ) -> None:
         """Walk slot ranges server-side, deleting keys by prefix; at most ``max_calls`` calls.
 
@@ -214,7 +214,8 @@ class NodeIO(Protocol):
         check and the read are one atomic step). ``ranges`` always holds what is left, also when
         this raises, so a retry resumes where the walk stopped; a call cancelled after the node
         ran it is still read and handed to ``on_step``. ``empty_key``: whether the empty key
-        matches (the pattern "*" alone).
+        matches (the pattern "*" alone). ``probe``: for a call of one slot, a key of that slot
+        that does not exist, by which the node proves it serves the slot more cheaply.
         """
         ...
 

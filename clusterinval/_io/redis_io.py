@@ -489,7 +489,7 @@ class RedisNode:
 
     async def slot_walk(
         self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,
-        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool,
+        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool, probe: bytes = b"",
     ) -> None:
         """Walk slot ranges server-side, one call at a time on one held connection."""
         pool = self.client.connection_pool
@@ -515,7 +515,7 @@ class RedisNode:
                 lo, hi = ranges[0]
                 await write(conn, pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap,
                                        b"%d" % lo, b"%d" % hi, b"1" if empty_key else b"0",
-                                       *prefixes))
+                                       probe if lo == hi else b"", *prefixes))
                 reply = await read_settled(conn, partial(late, lo, hi))
                 if isinstance(reply, NoScriptError):
                     reloads += 1

@@ -212,9 +212,12 @@ class MemoryNode:
 
     async def slot_walk(
         self, prefixes: Sequence[bytes], ranges: deque[tuple[int, int]], *, budget: int,
-        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool,
+        cap: int, on_step: WalkStepHandler, max_calls: int, empty_key: bool, probe: bytes = b"",
     ) -> None:  # fmt: skip
-        """Walk slot ranges as the Lua step does, one call (one logged operation) at a time."""
+        """Walk slot ranges as the Lua step does, one call (one logged operation) at a time.
+
+        The probe key changes only how a real node proves ownership, not what it proves: it is
+        not needed here."""
         while ranges and max_calls > 0:
             lo, hi = ranges[0]
             state, injected = await self._enter("slot_walk")
