@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,7 +61,7 @@ class _Entry:
     sets: list[bytes] = field(default_factory=list)  # taken sets read (dropped once finished)
     members: list[bytes] = field(default_factory=list)
     removed: int = 0
-    pending: dict[int, int] = field(default_factory=dict)  # id(batch) -> its slot, unconfirmed
+    pending: Counter[int] = field(default_factory=Counter)  # keys not confirmed yet, per slot
     alone: bool = False  # the batch could not serve it: its caller runs it alone
     finished: bool = False  # every member confirmed gone
     settled: bool = False  # its figures are final (finished, or reported incomplete)
@@ -131,7 +132,8 @@ class TagBatches:
             for entry in call.entries:
                 if not entry.settled:
                     outcome.tally.uncovered.add(entry.slot)
-                    outcome.tally.uncovered.update(SlotSet(entry.pending.values()))
+                    outcome.tally.uncovered.update(
+                        SlotSet(slot for slot, n in entry.pending.items() if n > 0))
         return outcome
 
     async def flush(self) -> None:
@@ -281,14 +283,30 @@ class TagBatches:
             for batch in group_by_slot(entry.members, engine.options.unlink_batch):
                 batches.append(batch)
                 owners[id(batch)] = entry
-                entry.pending[id(batch)] = batch[0]
+                entry.pending[batch[0]] += len(batch[1])
         work = RunTally(0)
+        # A batch split up mid-migration (TRYAGAIN: one key at a time) comes back as new
+        # one-key batches: each is traced to a tag through its key.
+        by_key: dict[tuple[int, bytes], list[_Entry]] = {}
+
+        def owner(batch: SlotBatch) -> _Entry | None:
+            found = owners.get(id(batch))
+            if found is not None or len(batch[1]) != 1:
+                return found
+            if not by_key:
+                for b in batches:
+                    for key in b[1]:
+                        by_key.setdefault((b[0], key), []).append(owners[id(b)])
+            candidates = by_key.get((batch[0], batch[1][0]))
+            return candidates.pop(0) if candidates else None
 
         def confirm(node: NodeAddr, done: Sequence[SlotBatch], n: int) -> None:
             # Without the batch script every reply answers one batch, hence one tag.
-            entry = owners[id(done[0])]
-            for batch in done:
-                entry.pending.pop(id(batch), None)
+            entry = owner(done[0])
+            if entry is None:
+                return  # not ours to count (never happens): its slot stays unconfirmed
+            for slot, keys in done:
+                entry.pending[slot] -= len(keys)
             counts = entry.tally.node(node)
             counts.matched += n
             counts.deleted += n
@@ -303,7 +321,7 @@ class TagBatches:
             except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
                 message = f"tag members: {describe(exc)}"
                 for entry in entries:
-                    if entry.pending:
+                    if any(entry.pending.values()):
                         entry.tally.messages.append(message)
             finally:
                 self._unconfirmed(entries)
@@ -317,8 +335,9 @@ class TagBatches:
     def _unconfirmed(entries: list[_Entry]) -> None:
         for entry in entries:
             entry.settled = True
-            if entry.pending:
-                entry.tally.uncovered.update(SlotSet(entry.pending.values()))
+            left = SlotSet(slot for slot, n in entry.pending.items() if n > 0)
+            if left:
+                entry.tally.uncovered.update(left)
             else:
                 entry.finished = True
 

@@ -9,6 +9,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from iocontract import keys_in
 from prometheus_client import CollectorRegistry
 
 from clusterinval._core.tags import set_key, tag_slot, takes_key
@@ -241,3 +242,22 @@ async def test_a_failover_mid_batch_is_reported_never_hidden(
 
 async def _store(found: dict[bytes, InvalidationResult], tag: bytes, pending: Any) -> None:
     found[tag] = await pending
+
+
+async def test_members_split_by_a_migration_are_counted_for_their_tag() -> None:
+    # The members share a slot that is half moved: their UNLINK meets TRYAGAIN and goes one key
+    # at a time, on whichever node holds each key; every key still counts for its tag.
+    cluster = MemoryCluster(primaries=3)
+    src, dst = cluster.primaries()[:2]
+    slot = next(s for s in range(16384) if cluster.owner(s) == src and s != tag_slot(b"mig"))
+    members = keys_in(slot, 4, "mig")
+    cluster.set(members)
+    cluster.sadd(set_key(b"mig"), members)
+    cluster.setslot_importing(slot, dst, src)
+    cluster.setslot_migrating(slot, src, dst)
+    assert cluster.migrate_keys(slot, src, dst, keys=members[:2]) == 2
+    inv = invalidator(cluster)
+    async with inv:
+        result = await outcome(inv, tags=[b"mig"])
+    assert result.complete and result.deleted == 4 and result.per_tag == (("mig", 4),)
+    assert not set(members) & cluster.keys()
