@@ -1,6 +1,6 @@
-"""kill -9 of a primary in the middle of a tag invalidation: the run completes after the
-failover, or reports what it did not do and the next run finishes it; nothing tagged survives,
-nothing else is lost, and the index keeps no set behind."""
+"""kill -9 of a primary in the middle of a tag invalidation (one caller, or many in batches):
+the run completes after the failover, or reports what it did not do and the next run finishes
+it; nothing tagged survives, nothing else is lost, and the index keeps no set behind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import anyio
 import pytest
 from faultkit import (
     ClusterFactory,
+    KeySet,
     check_outcome,
     fill,
     live_url,
@@ -74,3 +75,51 @@ async def test_kill_primary_mid_tag_run(make_cluster: ClusterFactory, victim_hol
     assert set_key(TAG) not in left and takes_key(TAG) not in left
     assert not any(key_slot(k) == tag_slot(TAG) and b":taken:" in k for k in left)
 
+
+
+async def test_kill_primary_mid_tag_batches(make_cluster: ClusterFactory) -> None:
+    # 150 callers at once, one entity of 40 entries each, through one invalidator's batches;
+    # a primary dies mid-run. Every call either reports complete (and its entries are gone)
+    # or says what it did not cover; asked again after the failover, every entity goes.
+    cluster = make_cluster(node_timeout_ms=1000)
+    entities = {e: [f"ent{e}:{j}".encode() for j in range(40)] for e in range(150)}
+    tagged = frozenset(k for keys in entities.values() for k in keys)
+    keys = KeySet("ent*", tagged, frozenset(f"keep:ent:{i}".encode() for i in range(500)))
+    fill(cluster.url, keys)
+    victim = cluster.primaries()[0].port
+    url = live_url(cluster, avoid=[victim])
+    first: dict[int, InvalidationResult] = {}
+    async with ClusterInvalidator.from_url(
+        url, registry=CollectorRegistry(), keys_per_second=1_500, timeout_s=60,
+        command_timeout_s=2.0,
+    ) as inv:
+        for e, members in entities.items():
+            await inv.tag(members, tags=[f"ent{e}"])
+        await anyio.to_thread.run_sync(wait_replicated, cluster)
+
+        async def one(e: int) -> None:
+            try:
+                first[e] = await inv.invalidate(tags=[f"ent{e}"], operation_name="batch")
+            except InvalidationError as exc:
+                first[e] = exc.result
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                for e in entities:
+                    tg.start_soon(one, e)
+                while len(scan_all_keys(url, b"ent*")) > len(tagged) * 3 // 4:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                await anyio.to_thread.run_sync(cluster.kill, victim, signal.SIGKILL)
+            await anyio.to_thread.run_sync(cluster.wait_ok, 30)
+            left = scan_all_keys(url, b"ent*")
+            for e, result in first.items():
+                if result.complete:
+                    assert not set(entities[e]) & left, f"ent{e}: complete, yet entries survive"
+                else:
+                    assert result.uncovered_slots
+            again = [e for e, result in first.items() if not result.complete]
+            for e in again:
+                assert (await inv.invalidate(tags=[f"ent{e}"], operation_name="batch")).complete
+    check_outcome(url, keys)
+    left = scan_all_keys(url, b"clusterinval:tag:*")
+    assert not [k for k in left if k.startswith(b"clusterinval:tag:{ent")], sorted(left)[:3]
