@@ -10,32 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from iocontract import keys_in
-from prometheus_client import CollectorRegistry
+from memkit import invalidator, outcome
 
 from clusterinval._core.tags import set_key, tag_slot, takes_key
 from clusterinval._core.values import NodeAddr
-from clusterinval._invalidator import ClusterInvalidator
 from clusterinval._io.memory import MemoryCluster
-from clusterinval.errors import InvalidationError
 from clusterinval.result import InvalidationResult
 
 pytestmark = pytest.mark.anyio
 
-FAST: dict[str, Any] = {"backoff_base_s": 0.001, "backoff_cap_s": 0.01, "timeout_s": 20.0,
-                        "command_timeout_s": 1.0, "retries": 2}
 TAGS = [f"t{i}".encode() for i in range(8)]
-
-
-def invalidator(cluster: MemoryCluster) -> ClusterInvalidator:
-    return ClusterInvalidator._from_io(cluster, cluster.seeds, registry=CollectorRegistry(),
-                                       **FAST)
-
-
-async def outcome(inv: ClusterInvalidator, **call: Any) -> InvalidationResult:
-    try:
-        return await inv.invalidate(**call)
-    except InvalidationError as exc:
-        return exc.result
 
 
 def bookkeeping(cluster: MemoryCluster) -> set[bytes]:

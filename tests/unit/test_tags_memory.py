@@ -3,38 +3,20 @@ index that cannot be reached, and a run that dies half-way."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from memkit import invalidator, outcome
 
 from clusterinval._core.slots import key_slot
 from clusterinval._core.tags import set_key, tag_slot, takes_key
 from clusterinval._core.values import NodeAddr
-from clusterinval._invalidator import ClusterInvalidator
 from clusterinval._io.memory import MemoryCluster
 from clusterinval.errors import InvalidationError, InvalidInputError
-from clusterinval.result import InvalidationResult
 
 pytestmark = pytest.mark.anyio
 
-FAST: dict[str, Any] = {"backoff_base_s": 0.001, "backoff_cap_s": 0.01, "timeout_s": 20.0,
-                        "command_timeout_s": 1.0, "retries": 2}
 TAG = b"user:42"
-
-
-def invalidator(cluster: MemoryCluster, **options: Any) -> ClusterInvalidator:
-    return ClusterInvalidator._from_io(cluster, cluster.seeds, registry=CollectorRegistry(),
-                                       **{**FAST, **options})
-
-
-async def outcome(inv: ClusterInvalidator, **call: Any) -> InvalidationResult:
-    try:
-        return await inv.invalidate(**call)
-    except InvalidationError as exc:
-        return exc.result
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
