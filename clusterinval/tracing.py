@@ -51,11 +51,13 @@ def enabled() -> bool:
 
 
 def _tracer() -> Any:
-    """The tracer spans go to; None while no tracer provider is configured (nothing records)."""
+    """The tracer spans go to; None without OpenTelemetry or while no tracer provider is
+    configured (nothing would record)."""
     # Looked up per span, so a provider the application installs after import is used. Without
     # one the API hands out non-recording spans: making them would cost a small call more than
     # its own bookkeeping, for nothing.
-    assert _trace is not None
+    if _trace is None:
+        return None
     provider = _trace.get_tracer_provider()
     if isinstance(provider, _NO_OP_PROVIDERS):
         return None
@@ -101,7 +103,7 @@ def invalidation_span(
     operation: str, *, keys: int, patterns: int, dry_run: bool
 ) -> Iterator[RunSpan]:
     """A span around one invalidation (a no-op without OpenTelemetry)."""
-    tracer = _tracer() if _trace is not None else None
+    tracer = _tracer()
     if tracer is None:
         yield RunSpan()
         return
@@ -127,7 +129,7 @@ def invalidation_span(
 @contextlib.contextmanager
 def node_pass_span(node: str, *, match: str) -> Iterator[None]:
     """A child span around one node's pass (a no-op without OpenTelemetry)."""
-    tracer = _tracer() if _trace is not None else None
+    tracer = _tracer()
     if tracer is None:
         yield None
         return

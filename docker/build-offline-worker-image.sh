@@ -29,21 +29,9 @@ version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 interpreter="$prefix/bin/python$version"
 [[ -x "$interpreter" ]] || { log "no interpreter at $interpreter"; exit 1; }
 
-tree="$(mktemp -d "${TMPDIR:-/tmp}/clusterinval-worker.XXXXXX")"
-trap 'rm -rf "$tree" "$tree.tar"' EXIT
-
-add_file() {
-    local src="$1" dst="${2:-$1}"
-    mkdir -p "$tree$(dirname "$dst")"
-    cp -L "$src" "$tree$dst"
-}
-
-add_libs() {
-    local lib
-    for lib in $(ldd "$1" 2>/dev/null | grep -o '/[^ ]*'); do
-        [[ -e "$tree$lib" ]] || add_file "$lib"
-    done
-}
+# shellcheck source=docker/offline-tree.sh
+source "$here/offline-tree.sh"
+tree_start worker
 
 # The interpreter at its own path, so it finds its standard library without configuration, and a
 # shell for the launcher.
@@ -72,30 +60,17 @@ done
 while IFS= read -r -d '' module; do
     add_libs "$module"  # compiled dependencies (hiredis, pydantic-core...) need their libraries
 done < <(find "$tree/opt/clusterinval" -name '*.so' -print0)
-mkdir -p "$tree/tmp" "$tree/etc"
-chmod 1777 "$tree/tmp"
-echo 'root:x:0:0:root:/root:/bin/sh' >"$tree/etc/passwd"
-echo 'root:x:0:' >"$tree/etc/group"
+add_base
 
-tar -C "$tree" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$tree.tar" .
-digest="$(sha256sum "$tree.tar" | cut -d' ' -f1)"
-label=org.clusterinval.tree-sha256
-if [[ "$(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null)" \
-        == "$digest" ]]; then
+tree_import "$image" \
+    'ENTRYPOINT ["/usr/local/bin/clusterinval"]' \
+    'CMD ["worker", "--help"]' \
+    'ENV PYTHONPATH=/opt/clusterinval' \
+    'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+    'ENV PYTHONDONTWRITEBYTECODE=1' \
+    'LABEL org.opencontainers.image.title="clusterinval queue worker (offline)"'
+if [[ "$tree_state" == "up to date" ]]; then
     log "$image is up to date"
-    exit 0
+else
+    log "built $image (Python $version from $prefix)"
 fi
-old_id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
-docker import \
-    --change 'ENTRYPOINT ["/usr/local/bin/clusterinval"]' \
-    --change 'CMD ["worker", "--help"]' \
-    --change 'ENV PYTHONPATH=/opt/clusterinval' \
-    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-    --change 'ENV PYTHONDONTWRITEBYTECODE=1' \
-    --change 'LABEL org.opencontainers.image.title="clusterinval queue worker (offline)"' \
-    --change "LABEL $label=$digest" \
-    "$tree.tar" "$image" >/dev/null
-if [[ -n "$old_id" ]]; then
-    docker image rm "$old_id" >/dev/null 2>&1 || true
-fi
-log "built $image (Python $version from $prefix)"

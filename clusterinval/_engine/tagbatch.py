@@ -35,7 +35,7 @@ from clusterinval._core.batching import group_by_slot
 from clusterinval._core.slots import SlotSet
 from clusterinval._core.tags import set_key, tag_slot, taken_key, takes_key
 from clusterinval._core.tally import RunTally
-from clusterinval._core.values import NodeAddr, SlotBatch, TagTake
+from clusterinval._core.values import ClusterView, NodeAddr, SlotBatch, TagTake
 from clusterinval._engine import tagtake
 from clusterinval._engine.retry import describe
 from clusterinval._engine.run import Engine
@@ -47,6 +47,10 @@ from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 __all__ = ["TagBatches"]
 
 log = logging.getLogger("clusterinval.engine")
+
+
+# A taken set to drop once its members are gone: (the tag's slot, its takes key, the set's key).
+_Finished = tuple[int, bytes, bytes]
 
 
 @dataclass(eq=False)
@@ -91,7 +95,7 @@ class TagBatches:
         self._forming: _Batch | None = None
         self._running: _Batch | None = None
         self._idle = anyio.Event()  # set (and replaced) whenever a batch ends
-        self._finished: list[tuple[int, bytes, bytes]] = []  # (slot, takes, taken) to drop
+        self._finished: list[_Finished] = []  # taken sets whose members are all gone
 
     async def run(self, tags: Sequence[bytes], patterns: int) -> TagOutcome:
         """Invalidate ``tags`` (never a dry run); ``patterns`` sizes the tally's figures."""
@@ -138,17 +142,11 @@ class TagBatches:
 
     async def flush(self) -> None:
         """Drop the finished sets now (the invalidator is closing)."""
-        finished, self._finished = self._finished, []
         topology = self._engine.topology
         view = topology.view
-        if not finished or view is None:
+        if not self._finished or view is None:
             return
-        by_node: dict[NodeAddr, list[tuple[int, bytes, bytes]]] = {}
-        for slot, takes, taken in finished:
-            owner = view.owner(slot)
-            if owner is not None:
-                by_node.setdefault(owner, []).append((slot, takes, taken))
-        retry: list[tuple[int, bytes, bytes]] = [f for f in finished if view.owner(f[0]) is None]
+        by_node, retry = self._hand_over_finished(view)
         for node, sets in by_node.items():
             try:
                 with anyio.fail_after(self._engine.options.command_timeout_s):
@@ -162,6 +160,21 @@ class TagBatches:
                 await self._taker.drop(slot, takes, taken)
             except ClusterPermissionError as exc:  # closing goes on: the set stays registered
                 log.warning("finished tag set %r not dropped: %s", taken, exc)
+
+    def _hand_over_finished(self, view: ClusterView
+                            ) -> tuple[dict[NodeAddr, list[_Finished]], list[_Finished]]:
+        """The finished sets to drop, taken off the list: by their slot's owner, and those whose
+        slot has none in ``view``."""
+        finished, self._finished = self._finished, []
+        by_owner: dict[NodeAddr, list[_Finished]] = {}
+        unowned: list[_Finished] = []
+        for item in finished:
+            owner = view.owner(item[0])
+            if owner is None:
+                unowned.append(item)
+            else:
+                by_owner.setdefault(owner, []).append(item)
+        return by_owner, unowned
 
     async def _serve(self, batch: _Batch) -> None:
         """Wait for ``batch`` to be run, running it in this task when it is ready first."""
@@ -216,11 +229,11 @@ class TagBatches:
                 entry.alone = True
             else:
                 by_node.setdefault(owner, ([], []))[0].append(entry)
-        finished, self._finished = self._finished, []
-        for slot, takes, taken in finished:
-            owner = view.owner(slot)
-            if owner is not None:
-                by_node.setdefault(owner, ([], []))[1].append((takes, taken))
+        # A finished set whose slot has no owner now stays registered: its tag's next take
+        # finishes it.
+        finished, _unowned = self._hand_over_finished(view)
+        for owner, dropping in finished.items():
+            by_node.setdefault(owner, ([], []))[1].extend((t, k) for _slot, t, k in dropping)
 
         # Every node gets its scripts before any reply is awaited: one round trip to the slowest,
         # read in this task (no task per node).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import anyio
 from rich.table import Table
 
 from clusterinval import ClusterInvalidator, Explanation
@@ -17,14 +16,13 @@ from clusterinval.cli.invalidate_cmd import (
 )
 from clusterinval.cli.output import (
     EXIT_BAD_INPUT,
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
     fail,
     out_console,
     print_json,
     print_table,
+    run_on_cluster,
 )
-from clusterinval.errors import ClusterConnectionError, ClusterPermissionError, InvalidInputError
+from clusterinval.errors import InvalidInputError
 
 __all__ = ["explain"]
 
@@ -51,12 +49,7 @@ def explain(
         check_url(target)
     except InvalidInputError as exc:
         fail(str(exc), EXIT_BAD_INPUT, as_json=json_out)
-    try:
-        found = anyio.run(_explain, target, key, pattern, allow_match_all)
-    except ClusterConnectionError as exc:
-        fail(f"cluster unreachable: {exc}", EXIT_UNREACHABLE, as_json=json_out)
-    except ClusterPermissionError as exc:
-        fail(f"the server refused a command: {exc}", EXIT_REFUSED, as_json=json_out)
+    found = run_on_cluster(_explain, target, key, pattern, allow_match_all, as_json=json_out)
     if json_out:
         print_json(found.to_dict())
         return

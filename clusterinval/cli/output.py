@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Final, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, NoReturn, TypeVar
 
+import anyio
 import typer
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from clusterinval.errors import ClusterConnectionError, ClusterPermissionError
 from clusterinval.result import InvalidationResult
 
 __all__ = [
@@ -26,7 +29,10 @@ __all__ = [
     "print_json",
     "print_result",
     "print_table",
+    "run_on_cluster",
 ]
+
+T = TypeVar("T")
 
 EXIT_OK: Final = 0
 EXIT_INCOMPLETE: Final = 1
@@ -64,6 +70,16 @@ def fail(message: str, code: int, *, as_json: bool = False) -> NoReturn:
     if as_json:
         print_json({"error": message, "exit_code": code})
     raise typer.Exit(code)
+
+
+def run_on_cluster(fn: Callable[..., Awaitable[T]], *args: Any, as_json: bool = False) -> T:
+    """``fn(*args)`` run to its end; an unreachable cluster or a refused command exits."""
+    try:
+        return anyio.run(fn, *args)
+    except ClusterConnectionError as exc:
+        fail(f"cluster unreachable: {exc}", EXIT_UNREACHABLE, as_json=as_json)
+    except ClusterPermissionError as exc:
+        fail(f"the server refused a command: {exc}", EXIT_REFUSED, as_json=as_json)
 
 
 def print_result(result: InvalidationResult, *, show_nodes: bool = True) -> None:

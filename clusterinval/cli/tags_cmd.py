@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 import typer
 
 from clusterinval._core.tags import validate_tags
@@ -14,13 +13,12 @@ from clusterinval.cli.checks import check_url
 from clusterinval.cli.invalidate_cmd import JsonOpt, UrlOpt, resolve_url
 from clusterinval.cli.output import (
     EXIT_BAD_INPUT,
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
     fail,
     out_console,
     print_json,
+    run_on_cluster,
 )
-from clusterinval.errors import ClusterConnectionError, ClusterPermissionError, InvalidInputError
+from clusterinval.errors import InvalidInputError
 from clusterinval.result import TagGcResult
 
 __all__ = ["app", "gc"]
@@ -46,12 +44,7 @@ def gc(
         check_url(target)
     except InvalidInputError as exc:
         fail(str(exc), EXIT_BAD_INPUT, as_json=json_out)
-    try:
-        done = anyio.run(_gc, target, tags)
-    except ClusterConnectionError as exc:
-        fail(f"cluster unreachable: {exc}", EXIT_UNREACHABLE, as_json=json_out)
-    except ClusterPermissionError as exc:
-        fail(f"the server refused a command: {exc}", EXIT_REFUSED, as_json=json_out)
+    done = run_on_cluster(_gc, target, tags, as_json=json_out)
     if json_out:
         print_json(done.to_dict())
         return

@@ -116,7 +116,6 @@ async def _one_size(url: str, size: int, entities: int, storm: int) -> dict[str,
     # The storm, on an invalidator of its own (the first one closed: no index copy is pending).
     before = count_keys(url)
     async with ClusterInvalidator.from_url(url, registry=CollectorRegistry()) as inv:
-        await inv.open()
         latencies: list[float] = []
         deleted = 0
 
@@ -166,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(url: str) -> None:
         nonlocal ok
-        redis.RedisCluster.from_url(url).flushall()
+        with redis.RedisCluster.from_url(url) as client:
+            client.flushall()
         for size in sorted(args.sizes):
             found = anyio.run(_one_size, url, size, args.entities, args.storm)
             print(json.dumps(found), flush=True)
