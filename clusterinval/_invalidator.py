@@ -260,8 +260,8 @@ class ClusterInvalidator:
                                                 sum(parts.tags.removed))
             span.record(result)
         self._log(result)
-        if parts.outcome is None or parts.outcome.scan_work:  # a shared reading counts once
-            self._watch_pressure(plan, result)
+        if plan.passes and (parts.outcome is None or parts.outcome.scan_work):
+            self._watch_pressure(plan, result)  # a shared reading counts once
         if self._options.publish_events and not dry_run:
             keys, patterns = parts.event_content()
             await publish_event(self._topology_or_fail(), result, keys, patterns)
@@ -302,7 +302,7 @@ class ClusterInvalidator:
                         progress: ProgressWatch | None) -> None:
         """Keys and patterns: alone, or the full-keyspace part in a shared pass."""
         sharing = self._sharing
-        if sharing is None or dry_run or progress is not None:
+        if sharing is None or dry_run or progress is not None or not parts.plan.passes:
             await engine.run(parts.plan, parts.own, dry_run=dry_run, watch=progress)
             return
         own, shared = split_plan(parts.plan)
@@ -416,7 +416,7 @@ class ClusterInvalidator:
             scanned += c.scanned
             node_results.append(NodeResult(
                 node.name, c.deleted, c.matched, c.scanned, c.scan_calls, c.unlink_calls,
-                round(c.busy_s, 6), "; ".join(c.errors[-3:]) or None))
+                round(c.busy_s, 6), "; ".join(c.errors[-3:]) if c.errors else None))
         return InvalidationResult(
             operation=operation,
             deleted=deleted,
@@ -426,7 +426,7 @@ class ClusterInvalidator:
             duration_s=duration,
             dry_run=dry_run,
             nodes=tuple(node_results),
-            uncovered_slots=tuple(raw.uncovered.ranges()),
+            uncovered_slots=tuple(raw.uncovered.ranges()) if raw.uncovered else (),
             sample=tuple(raw.sample),
             errors=tuple(raw.messages),
             keys_requested=len(plan.keys) + len(plan.literal_origins),
@@ -435,8 +435,8 @@ class ClusterInvalidator:
             per_pattern=tuple(
                 (p.decode("utf-8", "backslashreplace"), n)
                 for p, n in zip(plan.patterns, raw.per_pattern, strict=True)
-            ),
-            per_tag=parts.per_tag(),
+            ) if plan.patterns else (),
+            per_tag=parts.per_tag() if parts.tag_names else (),
             tags_requested=len(parts.tag_names),
         )
 

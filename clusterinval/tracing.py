@@ -67,9 +67,17 @@ def _tracer() -> Any:
 class RunSpan:
     """The span of one invalidation; ``record`` adds the run's figures when it ends."""
 
+    __slots__ = ("_span", "failed")
+
     def __init__(self, span: Any = None) -> None:
         self._span = span
         self.failed = False
+
+    def __enter__(self) -> RunSpan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def record(self, result: InvalidationResult, *, merged_with: int = 0) -> None:
         """Attach the run's figures to the span."""
@@ -98,21 +106,23 @@ class RunSpan:
         self._span.set_status(_trace.Status(_trace.StatusCode.ERROR, _describe(exc)))
 
 
-@contextlib.contextmanager
 def invalidation_span(
     operation: str, *, keys: int, patterns: int, dry_run: bool
-) -> Iterator[RunSpan]:
+) -> contextlib.AbstractContextManager[RunSpan]:
     """A span around one invalidation (a no-op without OpenTelemetry)."""
     tracer = _tracer()
     if tracer is None:
-        yield RunSpan()
-        return
-    attributes = {
+        return RunSpan()  # its own do-nothing context: no generator to drive per call
+    return _recording_span(tracer, {
         "clusterinval.operation": operation,
         "clusterinval.keys_requested": keys,
         "clusterinval.patterns": patterns,
         "clusterinval.dry_run": dry_run,
-    }
+    })
+
+
+@contextlib.contextmanager
+def _recording_span(tracer: Any, attributes: dict[str, Any]) -> Iterator[RunSpan]:
     with tracer.start_as_current_span(
         RUN_SPAN, attributes=attributes, record_exception=False,
         set_status_on_exception=False,

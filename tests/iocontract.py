@@ -25,7 +25,7 @@ from clusterinval._core.slots import SLOT_COUNT, key_slot
 from clusterinval._core.tags import set_key, tag_slot, taken_key, takes_key
 from clusterinval._core.values import NodeAddr, SlotWalkStep
 from clusterinval._io.memory import MemoryCluster
-from clusterinval._io.protocol import ClusterIO, NodeIO, ScriptName
+from clusterinval._io.protocol import ClusterIO, NodeIO, ScriptName, StagedKeyCommands
 from clusterinval._io.redis_io import RedisClusterIO
 from clusterinval.testing.fill import fill_keys, scan_all_keys
 
@@ -314,6 +314,33 @@ async def unlink_and_exists_replies(b: Backend) -> None:
                                       on_reply=lambda i, r: told.append((i, r)))
     assert replies == [2, 0] and told == [(0, 2), (1, 0)]
     assert not {a, c} & b.all_keys()
+
+
+async def staged_key_commands_as_pipelined(b: Backend) -> None:
+    """Commands sent to several nodes before any reply is read answer as a pipeline does;
+    replies left unread are still told when the exchange is abandoned."""
+    p0, p1 = b.primaries[:2]
+    s0 = next(s for s in range(SLOT_COUNT) if b.owner(s) == p0)
+    s1 = next(s for s in range(SLOT_COUNT) if b.owner(s) == p1)
+    a, c = keys_in(s0, 2)
+    d, e = keys_in(s1, 2)
+    b.set([a, c, d, e])
+    n0, n1 = b.io.node(p0), b.io.node(p1)
+    assert isinstance(n0, StagedKeyCommands) and isinstance(n1, StagedKeyCommands)
+    told: list[tuple[int, Any]] = []
+    first = await n0.begin_key_commands("UNLINK", [[a, c], [a]],
+                                        on_reply=lambda i, r: told.append((i, r)))
+    # The slot of p1's keys is not p0's: MOVED, as from a pipeline.
+    second = await n1.begin_key_commands("UNLINK", [[d], [key_in(s0)]])
+    assert await first.replies() == [2, 0] and told == [(0, 2), (1, 0)]
+    deleted, moved = await second.replies()
+    assert deleted == 1 and isinstance(moved, MovedError) and int(moved.port) == p0.port
+    late: list[tuple[int, Any]] = []
+    third = await n1.begin_key_commands("EXISTS", [[e], [d]],
+                                        on_reply=lambda i, r: late.append((i, r)))
+    await third.abandon()
+    assert late == [(0, 1), (1, 0)]
+    assert b.all_keys() & {a, c, d, e} == {e}
 
 
 async def crossslot_reply(b: Backend) -> None:
@@ -616,6 +643,7 @@ STABLE_SCENARIOS = [
     scan_finds_exactly_the_matching_keys, empty_key_matches_only_star, unlink_and_exists_replies,
     crossslot_reply, moved_to_the_owner, ownership_unchanged_over_a_scan,
     cluster_view_as_cluster_slots, keys_in_slot_lists_local_keys,
+    staged_key_commands_as_pipelined,
     batch_calls_report_failed_batches, scan_step_deletes_what_it_finds, scan_step_with_prefixes,
     slot_walk_proves_reads_skips_and_caps, slot_walk_probe_proves_one_slot,
     slot_walk_budget_resumes, slot_walk_empty_key_rule,
@@ -646,6 +674,11 @@ async def migration_redirects(b: Backend) -> None:
     assert isinstance(missing, AskError) and not isinstance(missing, MovedError)
     assert (missing.slot_id, missing.host, int(missing.port)) == (slot, dst.host, dst.port)
     assert isinstance(split, TryAgainError)
+    assert isinstance(s, StagedKeyCommands)
+    staged = await (await s.begin_key_commands("EXISTS", [kept, moved, [kept[0], moved[0]]])
+                    ).replies()
+    assert staged[0] == 2 and isinstance(staged[1], AskError)
+    assert isinstance(staged[2], TryAgainError)
     (no_asking,) = await d.key_commands("EXISTS", [moved], window=1)
     assert isinstance(no_asking, MovedError) and int(no_asking.port) == src.port
     assert await d.asking("EXISTS", moved) == 3

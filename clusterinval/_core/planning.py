@@ -190,6 +190,8 @@ def make_plan(
     exact = unique_keys(raw_keys)
     if b"" in exact:
         raise InvalidKeyError("empty key: Redis keys cannot be empty")
+    if not raw_patterns:
+        return Plan(keys=tuple(exact), passes=(), patterns=())  # keys only: the common call
 
     globs: list[tuple[int, Glob]] = []
     pattern_bytes: list[bytes] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from clusterinval._core.slots import SlotSet
 
@@ -23,9 +23,11 @@ ErrorKind = Literal[
 SlotBatch = tuple[int, list[bytes]]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class NodeAddr:
+class NodeAddr(NamedTuple):
     """A node's address as the cluster announces it."""
+
+    # A tuple, not a dataclass: addresses key every per-node table and a small call hashes them
+    # a score of times, where a tuple's hash is one C call.
 
     host: str
     port: int

@@ -14,6 +14,7 @@ cancel scope around them):
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import anyio
 
@@ -28,6 +29,7 @@ from clusterinval._engine.exact import ExactKeys
 from clusterinval._engine.nodepass import NodePasses
 from clusterinval._engine.ratelimit import Limits
 from clusterinval._engine.retry import Backoff, RetryPolicy, describe, leading_error
+from clusterinval._engine.smallcall import SmallCall
 from clusterinval._engine.topology import Topology
 from clusterinval._engine.unlinker import Unlinker
 from clusterinval.errors import ClusterConnectionError
@@ -83,6 +85,16 @@ class Engine:
         """
         options = self._options
         deadline_s = options.timeout_s if timeout_s is None else timeout_s
+        deadline_at = anyio.current_time() + deadline_s
+        if (watch is None and shares is None and not dry_run and not plan.passes
+                and not plan.literal_origins):
+            small = SmallCall.route(self.topology, self.limits, tally, plan.keys,
+                                    options.unlink_batch)
+            if small is not None:
+                left = await self._run_small(small, tally, deadline_s)
+                if left is None:
+                    return
+                plan = replace(plan, keys=left)  # for the general path, as if from the start
         unlinker = Unlinker(self.topology, self._policy, self.limits, tally,
                             options.command_timeout_s,
                             command="EXISTS" if dry_run else "UNLINK",
@@ -97,7 +109,7 @@ class Engine:
             # Passes are planned from the view, so it must be recent. Exact keys are routed by
             # it and MOVED corrects it: no topology reading on their way.
             await self.ensure_view()
-        with anyio.move_on_after(deadline_s) as scope:
+        with anyio.CancelScope(deadline=deadline_at) as scope:
             try:
                 if not plan.passes:
                     # Exact keys only (the common small call): no task group to set up.
@@ -111,9 +123,7 @@ class Engine:
                         tg.start_soon(run.scan_passes)
             except anyio.get_cancelled_exc_class():
                 if not scope.cancel_called:  # cancelled by the caller, not by our deadline
-                    log.warning(
-                        "run cancelled: %d keys deleted, %d matched, %d of %d slots covered",
-                        tally.deleted, tally.matched, tally.covered, tally.slots_to_cover)
+                    _log_cancelled(tally)
                 raise
             except BaseExceptionGroup as group:
                 # Task groups wrap what their tasks raise; callers must get the typed error.
@@ -122,8 +132,36 @@ class Engine:
                 tally.uncovered = run.uncovered()
                 tally.live_uncovered = None
         if scope.cancelled_caught:
-            tally.timed_out = True
-            tally.messages.append(f"deadline of {deadline_s:g} s passed")
+            _timed_out(tally, deadline_s)
+
+    async def _run_small(self, small: SmallCall, tally: RunTally, deadline_s: float
+                         ) -> tuple[bytes, ...] | None:
+        """The hot path; None when it finished the run, else the keys it left unconfirmed."""
+        started = anyio.current_time()
+        try:
+            await small.send(min(deadline_s, self._options.command_timeout_s))
+        except anyio.get_cancelled_exc_class():
+            tally.uncovered = small.unconfirmed_slots()
+            _log_cancelled(tally)
+            raise
+        left = small.unconfirmed()
+        if not left:
+            return None
+        if anyio.current_time() - started >= deadline_s:
+            tally.uncovered = small.unconfirmed_slots()
+            _timed_out(tally, deadline_s)
+            return None
+        return tuple(k for _slot, keys in left for k in keys)
+
+
+def _log_cancelled(tally: RunTally) -> None:
+    log.warning("run cancelled: %d keys deleted, %d matched, %d of %d slots covered",
+                tally.deleted, tally.matched, tally.covered, tally.slots_to_cover)
+
+
+def _timed_out(tally: RunTally, deadline_s: float) -> None:
+    tally.timed_out = True
+    tally.messages.append(f"deadline of {deadline_s:g} s passed")
 
 
 class _Rounds:

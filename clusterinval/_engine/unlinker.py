@@ -32,6 +32,7 @@ from clusterinval._core.tally import RunTally
 from clusterinval._core.values import NodeAddr, SlotBatch
 from clusterinval._engine.ratelimit import Limits
 from clusterinval._engine.retry import RetryPolicy, classify, is_transient, leading_error, refusal
+from clusterinval._engine.smallcall import stageable
 from clusterinval._engine.topology import Topology
 from clusterinval._io.lua import split_calls
 from clusterinval._io.protocol import (
@@ -57,11 +58,6 @@ _KEYS_IN_FLIGHT = 1000
 # 0.3 ms call); with a few calls in flight it idles briefly between them, is scheduled promptly,
 # and other clients' commands interleave with ours. A few in flight still hide the round trip.
 _CALLS_IN_FLIGHT = 2
-# A node's share of a call goes by the staged path (see the module's docstring) when it is at
-# most this many slot batches, all sent in one write: one pipelined UNLINK per slot is then as
-# few round trips as the batch step, and its replies need no script.
-_STAGED_BATCHES = 8
-
 Outcome = tuple[list[SlotBatch], BaseException | None]
 
 
@@ -134,7 +130,7 @@ class Unlinker:
             by_node, orphans = self._route(pending)
             retry: list[SlotBatch] = list(orphans)
             last_error: BaseException | None = None
-            if self._stageable(by_node):
+            if stageable(self._topology, self._limits, by_node):
                 outcomes = await self._send_staged(by_node, confirm)
             else:
                 outcomes = await self._send_each(by_node, confirm)
@@ -173,27 +169,6 @@ class Unlinker:
             # A refusal ends the call; its callers expect the error itself, not a group.
             raise leading_error(group) from None
         return outcomes
-
-    def _stageable(self, by_node: dict[NodeAddr, list[SlotBatch]]) -> bool:
-        """Whether every node's share is small enough to go in one write, staged."""
-        if not by_node or self._limits.paced:
-            return False  # under a budget each share is paid for before it goes: per node
-        topology = self._topology
-        if not topology.staged(next(iter(by_node))):
-            return False
-        for node, node_batches in by_node.items():
-            if len(node_batches) > _STAGED_BATCHES:
-                return False
-            # Sends go one node after another: each must find a connection ready, so that a
-            # node slow to connect (or a full pool) cannot hold up the others' sends.
-            if not cast(StagedKeyCommands, topology.node(node)).can_begin():
-                return False
-            keys = 0
-            for batch in node_batches:
-                keys += len(batch[1])
-            if keys > _KEYS_IN_FLIGHT:
-                return False
-        return True
 
     async def _send_staged(self, by_node: dict[NodeAddr, list[SlotBatch]], confirm: Confirm
                            ) -> list[Outcome]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from clusterinval._core.values import (
     ClusterView,
@@ -234,6 +234,7 @@ class PendingReplies(Protocol):
         ...
 
 
+@runtime_checkable
 class StagedKeyCommands(Protocol):
     """An optional capability of a node: send key commands now, read their replies later.
 

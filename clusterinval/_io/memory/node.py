@@ -153,6 +153,29 @@ class MemoryNode:
         return await pipeline(self._cluster, self._controls, self._addr, "key_commands",
                               key_lists, answer, window=window, on_reply=on_reply)  # fmt: skip
 
+    def can_begin(self) -> bool:
+        """Always: an in-memory node needs no connection (``StagedKeyCommands``)."""
+        return True
+
+    async def begin_key_commands(
+        self, command: KeyCommand, key_lists: Sequence[Sequence[bytes]], *,
+        on_reply: OnReply | None = None,
+    ) -> StagedReplies:
+        """The commands, run now as the node runs what it receives; their replies read later.
+
+        A fault after some replies keeps those (they were on the wire) and is raised when the
+        replies are read; a fault before any reply fails the send itself.
+        """
+        got: list[Any] = []
+        try:
+            replies = await self.key_commands(command, key_lists, window=max(1, len(key_lists)),
+                                              on_reply=lambda _i, reply: got.append(reply))
+        except (RedisError, OSError) as exc:
+            if not got:
+                raise
+            return StagedReplies(got, on_reply, exc)
+        return StagedReplies(replies, on_reply, None)
+
     async def asking(self, command: KeyCommand, keys: Sequence[bytes]) -> Any:
         """``ASKING`` then ``command keys``: the reply or the error instance."""
         state, injected = await self._enter("asking")
@@ -244,3 +267,33 @@ if TYPE_CHECKING:
         CallControls(),
         NodeAddr("127.0.0.1", 1),
     )
+
+
+class StagedReplies:
+    """Replies of staged commands an in-memory node already answered (``PendingReplies``)."""
+
+    def __init__(self, replies: list[Any], on_reply: OnReply | None,
+                 error: BaseException | None) -> None:
+        self._replies = replies
+        self._on_reply = on_reply
+        self._error = error
+        self._told = False
+
+    def _tell(self) -> None:
+        if self._told:
+            return
+        self._told = True
+        if self._on_reply is not None:
+            for i, reply in enumerate(self._replies):
+                self._on_reply(i, reply)
+
+    async def replies(self) -> list[Any]:
+        """Every reply, each told to ``on_reply``; the fault that cut them short, raised."""
+        self._tell()
+        if self._error is not None:
+            raise self._error
+        return self._replies
+
+    async def abandon(self) -> None:
+        """The replies already answered are told, as a drain reads them."""
+        self._tell()
