@@ -217,7 +217,9 @@ class ClusterInvalidator:
         except InvalidInputError:
             self._metrics.error(label, "input")
             raise
-        engine = await self._ensure_engine()
+        engine = self._engine
+        if engine is None or self._closed:
+            engine = await self._ensure_engine()
         started = time.perf_counter()
         self._metrics.run_started(label)
         outcome_label: Outcome = "failed"
@@ -228,7 +230,10 @@ class ClusterInvalidator:
             patterns=len(plan.patterns), dry_run=dry_run,
         ) as span:
             try:
-                await self._execute(engine, parts, dry_run, progress)
+                if tag_names or plan.passes:
+                    await self._execute(engine, parts, dry_run, progress)
+                else:  # exact keys only, the common call: straight to the engine
+                    await engine.run(plan, parts.own, dry_run=dry_run, watch=progress)
                 raw = parts.tally()
                 result = self._result(operation, parts, raw, dry_run,
                                       time.perf_counter() - started)

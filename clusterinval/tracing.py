@@ -17,6 +17,7 @@ An incomplete run or an error sets the span's status to ERROR. ``clusterinval.no
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +30,10 @@ try:
 except ImportError:  # the optional extra is not installed: every span is a no-op
     _trace = None  # type: ignore[assignment]
     _NO_OP_PROVIDERS = ()
+
+# A provider named by the environment (read, like the rest of the environment, at start-up).
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_UNKNOWN = object()
 
 __all__ = [
     "NODE_PASS_SPAN",
@@ -57,6 +62,10 @@ def _tracer() -> Any:
     # one the API hands out non-recording spans: making them would cost a small call more than
     # its own bookkeeping, for nothing.
     if _trace is None:
+        return None
+    if getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENV:
+        # No provider set (the API's own global, read without its environment lookup, which
+        # costs a small call more than its bookkeeping); an API without that global is asked.
         return None
     provider = _trace.get_tracer_provider()
     if isinstance(provider, _NO_OP_PROVIDERS):

@@ -65,10 +65,9 @@ def stageable(topology: Topology, limits: Limits, by_node: dict[NodeAddr, list[S
 class SmallCall:
     """One small call of exact keys on the hot path; ``route`` says whether it fits."""
 
-    __slots__ = ("_owners", "_topology")
+    __slots__ = ("_owners",)
 
-    def __init__(self, topology: Topology, owners: list[_Owner]) -> None:
-        self._topology = topology
+    def __init__(self, owners: list[_Owner]) -> None:
         self._owners = owners
 
     @classmethod
@@ -98,7 +97,8 @@ class SmallCall:
         by_node = {node: list(node_slots.items()) for node, node_slots in slots_by_node.items()}
         if not stageable(topology, limits, by_node):
             return None
-        return cls(topology, [_Owner(node, batches, tally) for node, batches in by_node.items()])
+        return cls([_Owner(node, cast(StagedKeyCommands, topology.node(node)), batches, tally)
+                    for node, batches in by_node.items()])
 
     async def send(self, timeout_s: float) -> None:
         """Send every owner its share, then read the replies, within ``timeout_s``.
@@ -106,16 +106,15 @@ class SmallCall:
         Never raises for a node's failure (its batches stay unconfirmed); a caller's
         cancellation propagates, after the replies already on the way are read briefly.
         """
-        owners, topology = self._owners, self._topology
+        owners = self._owners
         try:
             # asyncio's own timer, not an anyio cancel scope: on this path the scope's
             # bookkeeping costs as much as the client's whole share of a round trip. Both follow
             # the same cancellation counting, so a caller's cancel scope outside still wins.
             async with asyncio.timeout(timeout_s):
                 for owner in owners:
-                    io = cast(StagedKeyCommands, topology.node(owner.node))
                     try:
-                        owner.pending = await io.begin_key_commands(
+                        owner.pending = await owner.io.begin_key_commands(
                             "UNLINK", [keys for _slot, keys in owner.batches],
                             on_reply=owner.on_reply)
                     except (RedisError, OSError, TimeoutError) as exc:
@@ -156,10 +155,12 @@ class SmallCall:
 class _Owner:
     """One node's share: its batches, which a reply confirmed, and its exchange."""
 
-    __slots__ = ("batches", "confirmed", "counts", "done", "node", "pending", "tally")
+    __slots__ = ("batches", "confirmed", "counts", "done", "io", "node", "pending", "tally")
 
-    def __init__(self, node: NodeAddr, batches: list[SlotBatch], tally: RunTally) -> None:
+    def __init__(self, node: NodeAddr, io: StagedKeyCommands, batches: list[SlotBatch],
+                 tally: RunTally) -> None:
         self.node = node
+        self.io = io
         self.batches = batches
         self.tally = tally
         self.counts: NodeTally = tally.node(node)
