@@ -475,9 +475,13 @@ async def scan_step_with_prefixes(b: Backend) -> None:
         while True:
             step = await node.scan_step(cursor, b"pre:*", 40,
                                         prefixes=[b"pre:ab:", b"pre:a", b"pre:q"])
-            assert step.left == [] and step.matched == sum(step.per_prefix)
-            per = [x + y for x, y in zip(per, step.per_prefix, strict=True)]
-            per_all = [x + y for x, y in zip(per_all, step.per_prefix_all, strict=True)]
+            assert step.left == [] and step.matched == sum(step.per_prefix.values())
+            # Sparse: only prefixes that matched are named.
+            assert all(n > 0 for n in (*step.per_prefix.values(), *step.per_prefix_all.values()))
+            for i, n in step.per_prefix.items():
+                per[i] += n
+            for i, n in step.per_prefix_all.items():
+                per_all[i] += n
             deleted += step.deleted
             examined += step.examined
             cursor = step.cursor
@@ -505,14 +509,14 @@ async def slot_walk_proves_reads_skips_and_caps(b: Backend) -> None:
     assert lo_hi == [(owned[0], owned[3]), (foreign, foreign)]
     first, second = steps[0][2], steps[1][2]
     assert first.next_slot == -1 and first.examined == 3 and first.matched == 3
-    assert first.deleted == 3 and first.per_prefix == [2, 1, 0] and first.left == []
-    assert first.per_prefix_all == [2, 3, 0]  # a key under every prefix it starts with
+    assert first.deleted == 3 and first.per_prefix == {0: 2, 1: 1} and first.left == []
+    assert first.per_prefix_all == {0: 2, 1: 3}  # a key under every prefix it starts with
     # Prefixes of one length (the usual per-entity case), one of them given twice.
     b.set(small)
     steps = await walk(node, [tag0 + b":w", tag0 + b":x", tag0 + b":w"], [(owned[0], owned[0])],
                        cap=5)
     step = steps[0][2]
-    assert step.per_prefix == [2, 1, 0] and step.per_prefix_all == [2, 1, 2]
+    assert step.per_prefix == {0: 2, 1: 1} and step.per_prefix_all == {0: 2, 1: 1, 2: 2}
     assert step.deleted == 3 and not set(small) & b.all_keys()
     assert first.big_slots == [owned[1]] and first.unproven == []
     assert second.unproven == [foreign] and second.examined == 0
@@ -568,7 +572,7 @@ async def slot_walk_empty_key_rule(b: Backend) -> None:
     b.set([b"", key_in(slot) + b":x"])
     node = b.io.node(b.owner(slot))
     (step,) = [s for _lo, _hi, s in await walk(node, [b""], [(slot, slot)])]
-    assert (step.examined, step.matched, step.per_prefix) == (2, 1, [1])
+    assert (step.examined, step.matched, step.per_prefix) == (2, 1, {0: 1})
     assert b"" in b.all_keys() and key_in(slot) + b":x" not in b.all_keys()
     (step,) = [s for _lo, _hi, s in await walk(node, [b""], [(slot, slot)], empty_key=True)]
     assert (step.examined, step.matched, step.deleted) == (1, 1, 1) and b"" not in b.all_keys()

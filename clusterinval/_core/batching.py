@@ -8,6 +8,7 @@ The cap on held keys keeps memory flat however many keys match.
 from __future__ import annotations
 
 from binascii import crc_hqx
+from collections import defaultdict
 from collections.abc import Iterable
 from itertools import repeat
 
@@ -27,15 +28,9 @@ def group_by_slot(keys: Iterable[bytes], max_batch: int) -> list[SlotBatch]:
         slots: Iterable[int] = map(key_slot, keys)
     else:
         slots = map(crc_hqx, keys, repeat(0))
-    groups: dict[int, list[bytes]] = {}
-    get = groups.get
-    for s, k in zip(slots, keys, strict=True):
-        slot = s & 0x3FFF
-        bucket = get(slot)
-        if bucket is None:
-            groups[slot] = [k]
-        else:
-            bucket.append(k)
+    groups: defaultdict[int, list[bytes]] = defaultdict(list)
+    for s, k in zip(slots, keys, strict=False):  # as many of each: both come from ``keys``
+        groups[s & 0x3FFF].append(k)
     out: list[SlotBatch] = []
     for slot, ks in groups.items():
         if len(ks) <= max_batch:

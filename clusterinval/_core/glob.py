@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
@@ -74,8 +74,13 @@ class Glob:
     # True when no byte of a key is constrained: only '*', '?' and sets that accept every byte
     # ('?*', '[^]*', '**?**' ...). Such a pattern matches every key (of the lengths it allows).
     unconstrained: bool
-    # fullmatch() of this regex agrees with Redis for every non-empty key.
-    regex: re.Pattern[bytes] = field(repr=False, compare=False)
+
+    @property
+    def regex(self) -> re.Pattern[bytes]:
+        """A regex whose fullmatch agrees with Redis for every non-empty key."""
+        # Compiled when first needed: a prefix pattern served server-side never needs one, and
+        # a storm of per-entity patterns would otherwise compile one per call.
+        return _compiled_regex(self.pattern)
 
     def match(self, key: bytes) -> bool:
         """Whether ``SCAN ... MATCH pattern`` (or ``KEYS pattern``) would report ``key``."""
@@ -318,8 +323,12 @@ def _compile_valid(raw: bytes) -> Glob:
             or (kind == _SET and isinstance(payload, frozenset) and len(payload) == 256)
             for kind, payload in tokens
         ),
-        regex=_regex(tokens),
     )
+
+
+@lru_cache(maxsize=512)
+def _compiled_regex(raw: bytes) -> re.Pattern[bytes]:
+    return _regex(_parse(raw).tokens)
 
 
 def _prefix_slot(prefix: bytes) -> int | None:

@@ -11,7 +11,7 @@ credits each key once (to its first owner) for the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from clusterinval._core.glob import Glob
@@ -116,19 +116,23 @@ class Shares:
         self._tallies = tallies
         self.credit = [0] * len(tallies)
 
-    def step(self, node: NodeAddr, origins: Sequence[int], per_first: Sequence[int],
-             per_all: Sequence[int], left: Sequence[bytes]) -> None:
-        """A server-side step: each key matched once per caller, deleted unless left behind."""
-        for origin, every, first in zip(origins, per_all, per_first, strict=True):
-            if every:
-                for caller, local in self._owners[origin]:
-                    tally = self._tallies[caller]
-                    counts = tally.node(node)
-                    counts.matched += every
-                    counts.deleted += every
-                    tally.per_pattern[local] += every
-            if first:
-                self.credit[self._owners[origin][0][0]] += first
+    def step(self, node: NodeAddr, origins: Sequence[int], per_first: Mapping[int, int],
+             per_all: Mapping[int, int], left: Sequence[bytes]) -> None:
+        """A server-side step: each key matched once per caller, deleted unless left behind.
+
+        ``per_first`` and ``per_all`` count by index into ``origins``, only patterns that
+        matched: the work is per match, not per merged pattern.
+        """
+        owners = self._owners
+        for i, every in per_all.items():
+            for caller, local in owners[origins[i]]:
+                tally = self._tallies[caller]
+                counts = tally.node(node)
+                counts.matched += every
+                counts.deleted += every
+                tally.per_pattern[local] += every
+        for i, first in per_first.items():
+            self.credit[owners[origins[i]][0][0]] += first
         # The node could not delete these itself: they count once their deletion is confirmed.
         for key in left:
             for caller in self._callers(key):

@@ -122,9 +122,10 @@ class ScanStep:
     matched: int
     deleted: int
     left: list[bytes]  # matched keys the node could not delete itself
-    # With prefixes: matches per prefix (first in order / every one), and the keys SCAN returned.
-    per_prefix: list[int] = field(default_factory=list)
-    per_prefix_all: list[int] = field(default_factory=list)
+    # With prefixes: matches by prefix index (under the first prefix in order / under every
+    # one; prefixes that matched nothing are absent), and the keys SCAN returned.
+    per_prefix: dict[int, int] = field(default_factory=dict)
+    per_prefix_all: dict[int, int] = field(default_factory=dict)
     examined: int = 0
 
 
@@ -138,10 +139,12 @@ class SlotWalkStep:
     deleted: int
     big_slots: list[int]  # slots too large to read in one call: scan the node instead
     left: list[bytes]  # matched keys the node could not delete itself
-    per_prefix: list[int]  # matched keys per prefix (each under the first one it starts with)
+    # Matched keys by prefix index, each under the first prefix it starts with (prefixes that
+    # matched nothing are absent).
+    per_prefix: dict[int, int]
     unproven: list[int]  # slots skipped: not served by the node, or mid-migration
-    # Matched keys per prefix, each counted under every prefix it starts with (shared passes).
-    per_prefix_all: list[int] = field(default_factory=list)
+    # Matched keys by prefix index, each under every prefix it starts with (shared passes).
+    per_prefix_all: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,10 @@ class ExactKeys:
             await self._send(batches, origin)
 
     def _claim(self, batches: list[SlotBatch]) -> None:
+        pending = self._pending
+        get = pending.get  # a plain lookup: Counter's own missing-key path is a Python call
         for slot, keys in batches:
-            self._pending[slot] += len(keys)
+            pending[slot] = get(slot, 0) + len(keys)
 
     async def _send(self, batches: list[SlotBatch], origin: int | None) -> None:
         ctx = self._ctx

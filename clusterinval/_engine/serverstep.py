@@ -3,7 +3,7 @@ no key crosses the network (one pattern, not a dry run, scripts allowed)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from clusterinval._core.batching import group_by_slot
@@ -20,23 +20,27 @@ RATED_MIN_KEYS = 20
 
 
 def count_step(ctx: RunContext, node: NodeAddr, origins: Sequence[int],
-               per_origin: Sequence[int], deleted: int, *, per_origin_all: Sequence[int] = (),
+               per_origin: Mapping[int, int], deleted: int, *,
+               per_origin_all: Mapping[int, int] | None = None,
                left: Sequence[bytes] = ()) -> None:
     """Add one server-side step's matches (per pattern) and deletions to the run's tally.
 
-    ``per_origin`` counts each key under its first pattern, ``per_origin_all`` (when given)
-    under every pattern it matches; ``left`` are the matches the step could not delete.
+    ``per_origin`` counts, by index into ``origins``, each key under its first pattern;
+    ``per_origin_all`` (when given) under every pattern it matches; patterns that matched
+    nothing are absent. ``left`` are the matches the step could not delete.
     """
     tally = ctx.tally.node(node)
     tally.scan_calls += 1
     tally.unlink_calls += 1
-    tally.matched += sum(per_origin)
     tally.deleted += deleted
-    per_pattern = ctx.tally.per_pattern
-    for origin, n in zip(origins, per_origin, strict=True):
-        per_pattern[origin] += n
+    if per_origin:
+        tally.matched += sum(per_origin.values())
+        per_pattern = ctx.tally.per_pattern
+        for i, n in per_origin.items():
+            per_pattern[origins[i]] += n
     if ctx.shares is not None:
-        ctx.shares.step(node, origins, per_origin, per_origin_all or per_origin, left)
+        ctx.shares.step(node, origins, per_origin,
+                        per_origin if per_origin_all is None else per_origin_all, left)
 
 
 async def settle_step(ctx: RunContext, node: NodeAddr, matched: int, left: list[bytes]) -> None:
@@ -78,7 +82,8 @@ class ServerScan:
                 count_step(ctx, node, scan_pass.origins, step.per_prefix, step.deleted,
                            per_origin_all=step.per_prefix_all, left=step.left)
             else:
-                count_step(ctx, node, scan_pass.origins, [step.matched], step.deleted,
+                count_step(ctx, node, scan_pass.origins,
+                           {0: step.matched} if step.matched else {}, step.deleted,
                            left=step.left)
 
         while True:

@@ -16,8 +16,8 @@ from typing import Any
 from clusterinval._core.values import SlotBatch, SlotWalkStep
 from clusterinval._io.protocol import ScriptName
 
-__all__ = ["SCRIPTS", "SCRIPT_MAX_KEYS", "batch_argv", "batch_offsets", "split_calls",
-           "walk_step"]
+__all__ = ["SCRIPTS", "SCRIPT_MAX_KEYS", "batch_argv", "batch_offsets", "sparse_counts",
+           "split_calls", "walk_step"]
 
 # ARGV is "<n> key1 .. keyn" per slot batch. The 1-based index of each failed batch's count comes
 # back so the caller can retry exactly those batches.
@@ -42,42 +42,64 @@ return {deleted, failed}
 # Prefix matching shared by the slot walk and the SCAN step: ``prefix_matcher(first, empty_ok)``
 # reads the prefixes from ARGV[first..] and returns ``match(key)`` (true when the key starts with
 # one of them; counted under the first in ARGV order, ``per``, and under every one, ``per_all``).
+# The counts go back sparse (``sparse(per)``: 0-based prefix index, count, ... for the prefixes
+# that matched): a shared pass may carry hundreds of prefixes, of which a call matches a few.
 # Prefixes are looked up by the key's first L bytes for each distinct prefix length L, after one
 # test of the prefixes' common start: the work per key grows with the number of lengths, not
 # with the number of prefixes, and a key without the common start costs one comparison.
 _PREFIX_MATCHER = rb"""
+local function sparse(counts)
+  local out = {}
+  for i, n in pairs(counts) do
+    out[#out + 1] = i - 1
+    out[#out + 1] = n
+  end
+  return out
+end
 local function prefix_matcher(first, empty_ok)
+  -- by_prefix[prefix] is the prefix's index, or the list of its indexes when it is given more
+  -- than once (no table per prefix: a shared pass may carry hundreds, every call).
   local by_prefix, lengths, has_length, per, per_all = {}, {}, {}, {}, {}
   local skip_empty = false
+  local common = ARGV[first] or ''
+  local nc = #common
   for p = first, #ARGV do
     local i = p - first + 1
     local prefix = ARGV[p]
-    per[i] = 0
-    per_all[i] = 0
     local same = by_prefix[prefix]
     if same == nil then
-      by_prefix[prefix] = {i}
+      by_prefix[prefix] = i
       if not has_length[#prefix] then
         has_length[#prefix] = true
         lengths[#lengths + 1] = #prefix
       end
+    elseif type(same) == 'number' then
+      by_prefix[prefix] = {same, i}
     else
       same[#same + 1] = i
     end
     -- Only an empty prefix could match the empty key (Redis reports it for "*" alone).
     if #prefix == 0 and not empty_ok then skip_empty = true end
+    -- The prefixes' common start, shortened only by a prefix that does not begin with it.
+    if nc > 0 and string.sub(prefix, 1, nc) ~= common then
+      local n = math.min(nc, #prefix)
+      local j = 0
+      while j < n and string.byte(common, j + 1) == string.byte(prefix, j + 1) do j = j + 1 end
+      nc = j
+      common = string.sub(common, 1, j)
+    end
   end
   table.sort(lengths)
   local nl = #lengths
-  local common = ARGV[first] or ''
-  for p = first + 1, #ARGV do
-    local other = ARGV[p]
-    local n = math.min(#common, #other)
-    local i = 0
-    while i < n and string.byte(common, i + 1) == string.byte(other, i + 1) do i = i + 1 end
-    common = string.sub(common, 1, i)
+  local function count(same)
+    -- Counts a key under every index of ``same``; returns the first of them.
+    if type(same) == 'number' then
+      per_all[same] = (per_all[same] or 0) + 1
+      return same
+    end
+    for q = 1, #same do per_all[same[q]] = (per_all[same[q]] or 0) + 1 end
+    return same[1]
   end
-  local nc = #common
   -- One prefix length, equal to the common start (one pattern, or the same one several
   -- times): the common test alone decides.
   local only = nil
@@ -87,8 +109,8 @@ local function prefix_matcher(first, empty_ok)
       return false
     end
     if only ~= nil then
-      for q = 1, #only do per_all[only[q]] = per_all[only[q]] + 1 end
-      per[only[1]] = per[only[1]] + 1
+      local i = count(only)
+      per[i] = (per[i] or 0) + 1
       return true
     end
     local hit = nil
@@ -97,15 +119,12 @@ local function prefix_matcher(first, empty_ok)
       if len > #k then break end
       local same = by_prefix[string.sub(k, 1, len)]
       if same ~= nil then
-        for q = 1, #same do
-          local p = same[q]
-          per_all[p] = per_all[p] + 1
-          if hit == nil or p < hit then hit = p end
-        end
+        local i = count(same)
+        if hit == nil or i < hit then hit = i end
       end
     end
     if hit == nil then return false end
-    per[hit] = per[hit] + 1
+    per[hit] = (per[hit] or 0) + 1
     return true
   end
   return match, per, per_all
@@ -139,7 +158,7 @@ for i = 1, #hits do
     failed[#failed + 1] = hits[i]
   end
 end
-return {r[1], #hits, deleted, failed, per, per_all, #keys}
+return {r[1], #hits, deleted, failed, sparse(per), sparse(per_all), #keys}
 """
 
 # Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
@@ -252,7 +271,7 @@ while s <= hi do
   s = s + 1
 end
 if s > hi then s = -1 end
-return {s, examined, matched, deleted, big, failed, per, unproven, per_all}
+return {s, examined, matched, deleted, big, failed, sparse(per), unproven, sparse(per_all)}
 """
 
 # Keys per batch-script call: bounds how long one call holds a node. Measured on Redis 7.0: a
@@ -271,8 +290,16 @@ def walk_step(reply: Any) -> SlotWalkStep:
     """A slot-walk reply as a value."""
     return SlotWalkStep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
                         [int(s) for s in reply[4] or []], list(reply[5] or []),
-                        [int(n) for n in reply[6] or []], [int(s) for s in reply[7] or []],
-                        [int(n) for n in reply[8] or []] if len(reply) > 8 else [])
+                        sparse_counts(reply[6]), [int(s) for s in reply[7] or []],
+                        sparse_counts(reply[8]) if len(reply) > 8 else {})
+
+
+def sparse_counts(flat: Any) -> dict[int, int]:
+    """A step's per-prefix counts (``index, count, ...``, matched prefixes only) as a dict."""
+    if not flat:
+        return {}
+    values = iter(flat)
+    return {int(i): int(n) for i, n in zip(values, values, strict=False)}  # pairs, in turn
 
 
 def split_calls(batches: list[SlotBatch]) -> list[list[SlotBatch]]:

@@ -28,7 +28,7 @@ from clusterinval._core.values import (
     SlotBatch,
     SlotWalkStep,
 )
-from clusterinval._io.lua import SCRIPTS, batch_argv, batch_offsets, walk_step
+from clusterinval._io.lua import SCRIPTS, batch_argv, batch_offsets, sparse_counts, walk_step
 from clusterinval._io.protocol import KeyCommand, OnReply, ScriptName, WalkStepHandler
 from clusterinval._io.redis_tags import RedisTagStore
 from clusterinval._io.resp import (
@@ -37,6 +37,8 @@ from clusterinval._io.resp import (
     begin,
     call,
     pack,
+    pack_args,
+    pack_with,
     read_reply,
     read_settled,
     send_many,
@@ -221,12 +223,18 @@ class NodePool(BlockingConnectionPool):
 
     async def release(self, connection: Any) -> None:
         """Take ``connection`` back (straight to the idle list when nobody waits for one)."""
+        if not self.release_nowait(connection):
+            await super().release(connection)
+
+    def release_nowait(self, connection: Any) -> bool:
+        """Take ``connection`` back to the idle list now if nobody waits for one; False when the
+        pool's own ``release`` must (callers queued, maintenance, a reconnect due)."""
         if (self._uncontended() and connection in self._in_use_connections
                 and not connection.should_reconnect()):
             self._in_use_connections.remove(connection)
             self._available_connections.append(connection)
-            return
-        await super().release(connection)
+            return True
+        return False
 
 
 def _node_connection_class(client: RedisCluster) -> type[Connection]:
@@ -240,8 +248,7 @@ def _scan_step(reply: Any) -> ScanStep:
     if len(reply) < 7:
         return ScanStep(int(reply[0]), matched, int(reply[2]), list(reply[3] or []))
     return ScanStep(int(reply[0]), matched, int(reply[2]), list(reply[3] or []),
-                    [int(n) for n in reply[4] or []], [int(n) for n in reply[5] or []],
-                    int(reply[6]))
+                    sparse_counts(reply[4]), sparse_counts(reply[5]), int(reply[6]))
 
 
 class _PackedCalls:
@@ -273,6 +280,15 @@ class RedisNode:
         # (building a view of 16384 slots costs the client about a millisecond).
         self._slots_reply: Any = None
         self._slots_view: ClusterView | None = None
+        # The prefixes of the last SCAN step, packed: a pass sends the same ones every step.
+        self._prefix_tail: tuple[Sequence[bytes], bytes] = ((), b"")
+
+    def _packed_prefixes(self, prefixes: Sequence[bytes]) -> bytes:
+        known, tail = self._prefix_tail
+        if known is not prefixes and tuple(known) != tuple(prefixes):
+            tail = pack_args(prefixes)
+            self._prefix_tail = (prefixes, tail)
+        return tail
 
     @property
     def addr(self) -> NodeAddr:
@@ -461,8 +477,10 @@ class RedisNode:
         """One server-side SCAN step that unlinks what it finds (with ``prefixes``: what
         starts with one of them)."""
         args: tuple[bytes, ...] = (b"%d" % cursor, match, b"%d" % count)
+        tail = b""
         if prefixes:
-            args = (*args, b"1" if empty_key else b"0", *prefixes)
+            args = (*args, b"1" if empty_key else b"0")
+            tail = self._packed_prefixes(prefixes)
 
         def late(reply: Any) -> None:
             if on_late is not None and not isinstance(reply, BaseException):
@@ -473,7 +491,7 @@ class RedisNode:
         try:
             for _attempt in (1, 2):
                 sha = await self._loaded("scan_step")
-                await write(conn, pack(b"EVALSHA", sha, b"0", *args))
+                await write(conn, pack_with(tail, len(prefixes), b"EVALSHA", sha, b"0", *args))
                 reply = await read_settled(conn, late)
                 if isinstance(reply, NoScriptError) and await self._reload("scan_step"):
                     continue
@@ -511,11 +529,15 @@ class RedisNode:
                 if not isinstance(reply, BaseException):
                     handle(lo, hi, reply)
 
+            # The prefixes are the same in every call: packed once (a shared pass may carry
+            # hundreds).
+            tail = pack_args(prefixes)
             while ranges and max_calls > 0:
                 lo, hi = ranges[0]
-                await write(conn, pack(b"EVALSHA", sha, b"0", b"%d" % budget, b"%d" % cap,
-                                       b"%d" % lo, b"%d" % hi, b"1" if empty_key else b"0",
-                                       probe if lo == hi else b"", *prefixes))
+                await write(conn, pack_with(tail, len(prefixes), b"EVALSHA", sha, b"0",
+                                            b"%d" % budget, b"%d" % cap, b"%d" % lo, b"%d" % hi,
+                                            b"1" if empty_key else b"0",
+                                            probe if lo == hi else b""))
                 reply = await read_settled(conn, partial(late, lo, hi))
                 if isinstance(reply, NoScriptError):
                     reloads += 1

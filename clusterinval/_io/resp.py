@@ -8,7 +8,7 @@ so packing them is a join. Connections still come from the client's pool (auth, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any, Protocol
 
@@ -18,8 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 __all__ = [
-    "Commands", "Exchange", "begin", "call", "pack", "read_reply", "read_settled", "send_many",
-    "write",
+    "Commands", "Exchange", "begin", "call", "pack", "pack_args", "pack_with", "read_reply",
+    "read_settled", "send_many", "write",
 ]
 
 Arg = bytes | int | str
@@ -68,6 +68,26 @@ def pack(*args: Arg) -> bytes:
     heads = map(_HEADS.__getitem__, map(len, items))
     body = b"\r\n".join(chain.from_iterable(zip(heads, items, strict=True)))
     return b"*%d\r\n%b\r\n" % (len(items), body)
+
+
+def pack_args(args: Sequence[bytes]) -> bytes:
+    """Arguments packed as RESP bulk strings, without the array's header (see ``pack_with``)."""
+    if not args:
+        return b""
+    heads = map(_HEADS.__getitem__, map(len, args))
+    return b"\r\n".join(chain.from_iterable(zip(heads, args, strict=True))) + b"\r\n"
+
+
+def pack_with(tail: bytes, tail_count: int, *args: Arg) -> bytes:
+    """One command: ``args``, then ``tail_count`` arguments packed once by ``pack_args``.
+
+    A step called many times with the same long list of arguments (a shared pass's prefixes)
+    packs that list once, not once per call.
+    """
+    head = pack(*args)
+    # ``pack`` wrote the array's length for ``args`` alone: the header is written again.
+    body = head[head.index(b"\r\n") + 2:]
+    return b"*%d\r\n%b%b" % (len(args) + tail_count, body, tail)
 
 
 class Commands(Protocol):
@@ -188,7 +208,11 @@ class Exchange:
             if not clean:
                 await conn.disconnect()
         finally:
-            await self._pool.release(conn)
+            # A pool that can take a clean connection back at once is not awaited (see
+            # ``NodePool.release_nowait``).
+            release_nowait = getattr(self._pool, "release_nowait", None)
+            if not (clean and release_nowait is not None and release_nowait(conn)):
+                await self._pool.release(conn)
 
 
 async def write(conn: Any, data: bytes) -> None:
@@ -204,7 +228,11 @@ async def write(conn: Any, data: bytes) -> None:
         return
     try:
         writer.write(data)
-        await writer.drain()  # returns at once unless the buffers are full
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            # Bytes the socket did not take at once (flow control), or a connection going
+            # away: the stream's own wait and checks. A write the socket took whole needs none.
+            await writer.drain()
     except OSError as exc:
         await conn.disconnect(nowait=True)
         raise RedisConnectionError(f"Error while writing to the socket: {exc}") from exc

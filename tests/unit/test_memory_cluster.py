@@ -527,7 +527,7 @@ class TestSteps:
             on_step=lambda lo, hi, s: steps.append((lo, hi, s)), max_calls=1, empty_key=False)
         ((lo, hi, first),) = steps
         assert (lo, hi, first.next_slot) == (10, 10, 11) and first.examined == 3
-        assert first.per_prefix == [3, 0, 0] and first.deleted == 3
+        assert first.per_prefix == {0: 3} and first.deleted == 3
         assert list(ranges) == [(11, 16), (20, 20)]
         await c.node(p0).slot_walk(
             [tag10 + b":a", tag12 + b":a", tag12], ranges, budget=100, cap=4,
@@ -536,7 +536,7 @@ class TestSteps:
         second = steps[1][2]
         assert steps[1][:2] == (11, 16) and second.next_slot == -1
         assert second.big_slots == [11] and second.unproven == [14, 15]
-        assert second.per_prefix == [0, 2, 0]  # counted under the first prefix that fits
+        assert second.per_prefix == {1: 2}  # counted under the first prefix that fits
         assert steps[2][:2] == (20, 20)
         assert c.keys() == set(keys_in(11, 5, "b") + keys_in(13, 2, "z"))
 

@@ -59,8 +59,8 @@ def scan_step(
     the keys it could not unlink are left."""
     next_cursor, keys = scan(cluster, node, cursor, match, count)
     hits = keys
-    per = [0] * len(prefixes)
-    per_all = [0] * len(prefixes)
+    per: dict[int, int] = {}
+    per_all: dict[int, int] = {}
     if prefixes:
         hits = []
         for k in keys:
@@ -68,9 +68,9 @@ def scan_step(
                     if k.startswith(prefix) and (k or empty_key)]
             if fits:
                 hits.append(k)
-                per[fits[0]] += 1
+                per[fits[0]] = per.get(fits[0], 0) + 1
                 for p in fits:
-                    per_all[p] += 1
+                    per_all[p] = per_all.get(p, 0) + 1
     deleted = 0
     left: list[bytes] = []
     for k in hits:
@@ -97,8 +97,8 @@ def walk_call(
     """One call of the slot-walk step over slots ``lo..hi``, stopping once ``budget`` is spent."""
     mine = state.addr
     moving = set(state.migrating) | set(state.importing)
-    per = [0] * len(prefixes)
-    per_all = [0] * len(prefixes)
+    per: dict[int, int] = {}
+    per_all: dict[int, int] = {}
     examined = matched = deleted = 0
     big: list[int] = []
     failed: list[bytes] = []
@@ -121,9 +121,9 @@ def walk_call(
                         fits = [p for p, prefix in enumerate(prefixes) if k.startswith(prefix)]
                         if fits:
                             hit.append(k)
-                            per[fits[0]] += 1
+                            per[fits[0]] = per.get(fits[0], 0) + 1
                             for p in fits:
-                                per_all[p] += 1
+                                per_all[p] = per_all.get(p, 0) + 1
                 for j in range(0, len(hit), _UNLINK_CHUNK):
                     chunk = hit[j : j + _UNLINK_CHUNK]
                     n = _script_unlink(cluster, state, chunk)
