@@ -41,9 +41,9 @@ return {deleted, failed}
 
 # Prefix matching shared by the slot walk and the SCAN step: ``prefix_matcher(first, empty_ok)``
 # reads the prefixes from ARGV[first..] and returns ``match(key)`` (true when the key starts with
-# one of them; counted under the first in ARGV order, ``per``, and under every one, ``per_all``).
-# The counts go back sparse (``sparse(per)``: 0-based prefix index, count, ... for the prefixes
-# that matched): a shared pass may carry hundreds of prefixes, of which a call matches a few.
+# one of them) and ``counts()``: the keys matched so far under the first prefix (in ARGV order)
+# each starts with, and under every one. Counts go back sparse (0-based prefix index, count, ...
+# for the prefixes that matched): a shared pass may carry hundreds, of which a call matches few.
 # Prefixes are looked up by the key's first L bytes for each distinct prefix length L, after one
 # test of the prefixes' common start: the work per key grows with the number of lengths, not
 # with the number of prefixes, and a key without the common start costs one comparison.
@@ -101,16 +101,15 @@ local function prefix_matcher(first, empty_ok)
     return same[1]
   end
   -- One prefix length, equal to the common start (one pattern, or the same one several
-  -- times): the common test alone decides.
-  local only = nil
+  -- times): the common test alone decides, and a match is one more for that prefix.
+  local only, only_n = nil, 0
   if nl == 1 and nc == lengths[1] and nc > 0 then only = by_prefix[common] end
   local function match(k)
     if (skip_empty and #k == 0) or (nc > 0 and string.sub(k, 1, nc) ~= common) then
       return false
     end
     if only ~= nil then
-      local i = count(only)
-      per[i] = (per[i] or 0) + 1
+      only_n = only_n + 1
       return true
     end
     local hit = nil
@@ -127,7 +126,19 @@ local function prefix_matcher(first, empty_ok)
     per[hit] = (per[hit] or 0) + 1
     return true
   end
-  return match, per, per_all
+  -- The counts so far, sparse: (first prefix, every prefix).
+  local function counts()
+    if only_n > 0 then
+      if type(only) == 'number' then
+        per[only], per_all[only] = only_n, only_n
+      else
+        per[only[1]] = only_n
+        for q = 1, #only do per_all[only[q]] = only_n end
+      end
+    end
+    return sparse(per), sparse(per_all)
+  end
+  return match, counts
 end
 """
 
@@ -141,12 +152,12 @@ local keys = r[2]
 local hits, per, per_all = keys, {}, {}
 if #ARGV >= 5 then
   -- Prefix mode: MATCH only narrows the SCAN; the keys that start with a prefix are deleted.
-  local match
-  match, per, per_all = prefix_matcher(5, ARGV[4] == '1')
+  local match, counts = prefix_matcher(5, ARGV[4] == '1')
   hits = {}
   for i = 1, #keys do
     if match(keys[i]) then hits[#hits + 1] = keys[i] end
   end
+  per, per_all = counts()
 end
 local deleted = 0
 local failed = {}
@@ -158,7 +169,7 @@ for i = 1, #hits do
     failed[#failed + 1] = hits[i]
   end
 end
-return {r[1], #hits, deleted, failed, sparse(per), sparse(per_all), #keys}
+return {r[1], #hits, deleted, failed, per, per_all, #keys}
 """
 
 # Walks a node's slots from ARGV[3] to ARGV[4], reading each slot whole (COUNTKEYSINSLOT, then
@@ -184,7 +195,7 @@ local s = tonumber(ARGV[3])
 local hi = tonumber(ARGV[4])
 local empty_ok = ARGV[5] == '1'
 local probe = ARGV[6]
-local match, per, per_all = prefix_matcher(7, empty_ok)
+local match, counts = prefix_matcher(7, empty_ok)
 local own_lo, own_hi, moving = {}, {}, {}
 local function myself(line)
   local f = {}
@@ -271,7 +282,8 @@ while s <= hi do
   s = s + 1
 end
 if s > hi then s = -1 end
-return {s, examined, matched, deleted, big, failed, sparse(per), unproven, sparse(per_all)}
+local per, per_all = counts()
+return {s, examined, matched, deleted, big, failed, per, unproven, per_all}
 """
 
 # Keys per batch-script call: bounds how long one call holds a node. Measured on Redis 7.0: a
