@@ -11,6 +11,7 @@ from iocontract import key_in
 from prometheus_client import CollectorRegistry
 
 from clusterinval._core.slots import SlotSet, key_slot
+from clusterinval._core.values import NodeAddr
 from clusterinval._engine.smallcall import SMALL_CALL_KEYS
 from clusterinval._invalidator import ClusterInvalidator
 from clusterinval._io.memory import MemoryCluster
@@ -41,6 +42,20 @@ def one_key_per_primary(c: MemoryCluster) -> dict[int, bytes]:
     raise AssertionError("a primary without slots")
 
 
+def filled_cluster() -> tuple[MemoryCluster, dict[int, bytes]]:
+    """Three primaries, each holding one key of the call."""
+    c = MemoryCluster(primaries=3)
+    keys = one_key_per_primary(c)
+    c.set(keys.values())
+    return c, keys
+
+
+async def warm_then_freeze(inv: ClusterInvalidator, c: MemoryCluster, node: NodeAddr) -> None:
+    """A first call (the view read, the hot path open), then ``node`` stops answering."""
+    await inv.invalidate(keys=[b"warm"])
+    c.freeze(node)
+
+
 async def test_one_command_per_owner_and_exact_figures() -> None:
     c = MemoryCluster(primaries=3)
     keys = list(one_key_per_primary(c).values())
@@ -59,13 +74,10 @@ async def test_one_command_per_owner_and_exact_figures() -> None:
 async def test_frozen_owner_times_out_alone_and_the_rest_is_counted() -> None:
     """The hot path's timer fires; the general path gets the rest of the deadline, and the
     result names exactly the frozen key's slot."""
-    c = MemoryCluster(primaries=3)
-    keys = one_key_per_primary(c)
-    c.set(keys.values())
+    c, keys = filled_cluster()
     frozen = c.primaries()[2]
     async with invalidator(c, timeout_s=0.6, command_timeout_s=0.2) as inv:
-        await inv.invalidate(keys=[b"warm"])
-        c.freeze(frozen)
+        await warm_then_freeze(inv, c, frozen)
         with pytest.raises(InvalidationError) as caught:
             with anyio.fail_after(5):
                 await inv.invalidate(keys=list(keys.values()))
@@ -80,13 +92,10 @@ async def test_frozen_owner_times_out_alone_and_the_rest_is_counted() -> None:
 
 
 async def test_a_cancelled_caller_leaves_the_invalidator_usable() -> None:
-    c = MemoryCluster(primaries=3)
-    keys = one_key_per_primary(c)
-    c.set(keys.values())
+    c, keys = filled_cluster()
     frozen = c.primaries()[1]
     async with invalidator(c, timeout_s=30.0, command_timeout_s=10.0) as inv:
-        await inv.invalidate(keys=[b"warm"])
-        c.freeze(frozen)
+        await warm_then_freeze(inv, c, frozen)
         with anyio.move_on_after(0.2) as scope:
             await inv.invalidate(keys=list(keys.values()))
         assert scope.cancelled_caught
