@@ -264,7 +264,9 @@ class _PackedCalls:
         return len(self._calls)
 
     def __getitem__(self, index: int) -> bytes:
-        return pack(b"EVALSHA", self._sha, b"0", *batch_argv(self._calls[index]))
+        # The keys are bytes already: packed as a tail, without ``pack``'s per-argument check.
+        argv = batch_argv(self._calls[index])
+        return pack_with(pack_args(argv), len(argv), b"EVALSHA", self._sha, b"0")
 
 
 class RedisNode:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from clusterinval.cli.loadtest_cmd import check_report_possible, started_cluster
 from clusterinval.cli.output import EXIT_BAD_INPUT, EXIT_INCOMPLETE, err_console, fail, out_console
-from clusterinval.loadtest.bench import BenchConfig, run_bench
+from clusterinval.loadtest.bench import BenchConfig, run_bench, storm_variants
 from clusterinval.loadtest.callbench import storm_layout
 from clusterinval.loadtest.peers import TOOLS
 from clusterinval.loadtest.report import bench_table, write_json
@@ -76,7 +76,8 @@ def bench(
         if config.size < 10_000:
             raise ValueError("size must be at least 10000 keys")
         if "STORM" in chosen:
-            storm_layout(config.size, storm_calls)  # enough entities for the calls
+            for _tool, _callers, calls in storm_variants(config):
+                storm_layout(config.size, calls)  # enough entities for every run's calls
     except ValueError as exc:
         fail(f"bad --size {size!r}: {exc}", EXIT_BAD_INPUT)
     if url and not flush_ok:
@@ -127,13 +128,14 @@ def _ms(value: float | None) -> str:
 
 def _storm_table(report: dict[str, Any]) -> Table:
     storm = report["storm"]
-    t = Table("tool", "callers", "calls/s (median)", "p50 ms", "p99 ms", "connection errors",
-              "failed calls", "verified",
-              title=f"STORM: {storm['calls']} calls user:<i>:* ({storm['keys_per_entity']} keys "
-                    f"each) on {storm['size']} keys", title_justify="left")
+    t = Table("tool", "callers", "calls", "calls/s (median)", "p50 ms", "p99 ms",
+              "connection errors", "failed calls", "verified",
+              title=f"STORM: calls user:<i>:* ({storm['keys_per_entity']} keys each) on "
+                    f"{storm['size']} keys", title_justify="left")
     for row in storm["summary"]:
         rate = row["calls_per_s"]
-        t.add_row(row["tool"], str(row["callers"]), "-" if rate is None else f"{rate:.1f}",
+        t.add_row(row["tool"], str(row["callers"]), str(row.get("calls", storm["calls"])),
+                  "-" if rate is None else f"{rate:.1f}",
                   _ms(row["p50_ms"]), _ms(row["p99_ms"]), str(row["connection_errors"]),
                   str(row["failed_calls"]), "yes" if row["verified"] else "[bold red]NO[/]")
     return t

@@ -36,7 +36,7 @@ from clusterinval.loadtest.scenarios import Scenario, scenarios
 from clusterinval.loadtest.traffic import TrafficTally, run_traffic
 from clusterinval.testing.fill import count_keys, scan_all_keys, slot_owners
 
-__all__ = ["BenchConfig", "flush_cluster", "goals", "run_bench"]
+__all__ = ["BenchConfig", "flush_cluster", "goals", "run_bench", "storm_variants"]
 
 _CHILD_TIMEOUT_S = 900.0
 _SIZES = {"tiny": 20_000, "small": 100_000, "medium": 300_000, "full": 1_000_000}
@@ -225,56 +225,81 @@ _CALLS_MODULE = "clusterinval.loadtest.callbench"
 
 
 def _storm(url: str, config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
-    """STORM: each caller count on clusterinval, the first also on redis-py; each run verified."""
+    """STORM: each caller count on clusterinval, the first also on redis-py; each run verified.
+
+    A larger caller count runs twice: with the same calls as the first (their total is fixed,
+    so at most that many merge), and with as many calls per caller as the first had (the same
+    load per caller: how calls/s grows with concurrency).
+    """
     layout = storm_layout(config.size, config.storm_calls)
     say(f"STORM: {config.size} keys, {layout.entities} entities of "
         f"{layout.expected_deleted // max(1, len(layout.targets))} keys; {len(layout.targets)} "
         "calls user:<i>:* - planning fill")
-    plan = plan_fill(url, layout.keys())
-    variants = [("clusterinval", c) for c in config.storm_callers]
-    if "redis-py" in config.tools and config.storm_callers:
-        variants.append(("redis-py", config.storm_callers[0]))
+    variants = storm_variants(config)
+    layouts = {calls: storm_layout(config.size, calls) for _tool, _callers, calls in variants}
+    plans: dict[int, Any] = {}  # fill plans by entity count (the keyspace depends on nothing else)
     runs: list[dict[str, Any]] = []
-    for tool, callers in variants:
+    for tool, callers, calls in variants:
+        run_layout = layouts[calls]
+        plan = plans.get(run_layout.entities)
+        if plan is None:
+            plan = plans[run_layout.entities] = plan_fill(url, run_layout.keys())
         for i in range(config.repeat):
             flush_cluster(url)
             written = write_fill(url, plan)
-            if written != layout.size or count_keys(url) != layout.size:
-                raise RuntimeError(f"STORM: fill wrote {written} keys, expected {layout.size}")
+            if written != run_layout.size or count_keys(url) != run_layout.size:
+                raise RuntimeError(f"STORM: fill wrote {written} keys, expected {run_layout.size}")
             spec = {"url": url, "kind": "storm", "tool": tool, "callers": callers,
-                    "patterns": layout.patterns}
+                    "patterns": run_layout.patterns}
             res = _child(spec, lambda: None, module=_CALLS_MODULE)
-            res.update(tool=tool, callers=callers, run=i + 1)
-            res.update(_verify_storm(url, layout))
+            res.update(tool=tool, callers=callers, calls_requested=calls, run=i + 1)
+            res.update(_verify_storm(url, run_layout))
             if "error" in res:
                 res["verified"] = False
             else:
                 res["calls_per_s"] = res["calls"] / res["wall_s"] if res["wall_s"] else None
-                if res["deleted"] != layout.expected_deleted:
+                if res["deleted"] != run_layout.expected_deleted:
                     res["count_note"] = (f"tool reported {res['deleted']}, expected "
-                                         f"{layout.expected_deleted}")
+                                         f"{run_layout.expected_deleted}")
             runs.append(res)
-            say(f"  STORM {tool} x{callers} #{i + 1}: "
+            say(f"  STORM {tool} x{callers}, {calls} calls #{i + 1}: "
                 + (f"{res['calls_per_s']:.1f} calls/s, p50 {res['latency']['p50_ms']} ms, "
                    f"p99 {res['latency']['p99_ms']} ms" if "error" not in res else res["error"])
                 + ("" if res["verified"] else "  VERIFY FAILED " + json.dumps(res)[:800]))
     summary = []
-    for tool, callers in variants:
-        mine = [r for r in runs if r["tool"] == tool and r["callers"] == callers
-                and "error" not in r]
+    for tool, callers, calls in variants:
+        mine = [r for r in runs if (r["tool"], r["callers"], r["calls_requested"])
+                == (tool, callers, calls) and "error" not in r]
         summary.append({
-            "tool": tool, "callers": callers,
+            "tool": tool, "callers": callers, "calls": calls,
             "calls_per_s": statistics.median(r["calls_per_s"] for r in mine) if mine else None,
             "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in mine) if mine else None,
             "p99_ms": max(r["latency"]["p99_ms"] for r in mine) if mine else None,
             "connection_errors": sum(r.get("connection_errors", 0) for r in mine),
             "failed_calls": sum(r.get("failed", 0) for r in mine),
-            "verified": all(r["verified"] for r in runs
-                            if r["tool"] == tool and r["callers"] == callers),
+            "verified": all(r["verified"] for r in runs if (r["tool"], r["callers"],
+                                                            r["calls_requested"])
+                            == (tool, callers, calls)),
         })
     return {"size": config.size, "calls": len(layout.targets), "entities": layout.entities,
             "keys_per_entity": layout.expected_deleted // max(1, len(layout.targets)),
             "callers": list(config.storm_callers), "runs": runs, "summary": summary}
+
+
+def storm_variants(config: BenchConfig) -> list[tuple[str, int, int]]:
+    """The STORM runs as (tool, callers, calls): see ``_storm``."""
+    if not config.storm_callers:
+        return []
+    first, calls = config.storm_callers[0], config.storm_calls
+    variants = [("clusterinval", first, calls)]
+    for more in config.storm_callers[1:]:
+        variants.append(("clusterinval", more, calls))
+        scaled = max(1, calls * more // first)
+        if scaled != calls:
+            variants.append(("clusterinval", more, scaled))
+    if "redis-py" in config.tools:
+        variants.append(("redis-py", first, calls))
+    return variants
 
 
 def _verify_storm(url: str, layout: StormLayout) -> dict[str, Any]:
@@ -436,9 +461,9 @@ def _call_goals(report: dict[str, Any], add: Callable[[str, str, bool | None], N
     """The STORM and SMALL goals."""
     storm = report.get("storm")
     if storm:
-        rows = {(r["tool"], r["callers"]): r for r in storm["summary"]}
-        callers = storm["callers"]
-        base = rows.get(("clusterinval", callers[0])) if callers else None
+        rows = {(r["tool"], r["callers"], r["calls"]): r for r in storm["summary"]}
+        callers, calls = storm["callers"], storm["calls"]
+        base = rows.get(("clusterinval", callers[0], calls)) if callers else None
         if base is not None:
             rate, p99 = base["calls_per_s"], base["p99_ms"]
             figure = ("-" if rate is None or p99 is None else
@@ -447,18 +472,23 @@ def _call_goals(report: dict[str, Any], add: Callable[[str, str, bool | None], N
             met = None if rate is None or p99 is None else (
                 rate >= 100 and p99 <= 1000 and base["connection_errors"] == 0
                 and base["verified"])
-            add(f"STORM, {_count_text(storm['size'])} keys, {storm['calls']} calls from "
+            add(f"STORM, {_count_text(storm['size'])} keys, {calls} calls from "
                 f"{callers[0]} callers: >= 100 calls/s, p99 <= 1 s, zero connection errors, "
                 "every target gone and nothing else", figure, met)
         for more in callers[1:]:
-            row = rows.get(("clusterinval", more))
-            if base is None or row is None:
+            b = base["calls_per_s"] if base is not None else None
+            scaled = max(1, calls * more // callers[0])
+            same_load, same_calls = rows.get(("clusterinval", more, scaled)), rows.get(
+                ("clusterinval", more, calls))
+            if not b or same_load is None or not same_load["calls_per_s"]:
                 continue
-            a, b = row["calls_per_s"], base["calls_per_s"]
-            r = a / b if a and b else None
-            add(f"STORM: {more} callers >= 2x the rate of {callers[0]}",
-                "-" if r is None else f"{r:.2f}x ({a:.0f} vs {b:.0f} calls/s)",
-                None if r is None else r >= 2)
+            a = same_load["calls_per_s"]
+            figure = (f"{a / b:.2f}x ({a:.0f} vs {b:.0f} calls/s, {scaled // more or 1} calls "
+                      "per caller as at the first count)")
+            if same_calls is not None and same_calls["calls_per_s"] and scaled != calls:
+                figure += (f"; the same {calls} calls: {same_calls['calls_per_s'] / b:.2f}x "
+                           "(at most 2x: they merge into fewer passes)")
+            add(f"STORM: {more} callers >= 2x the rate of {callers[0]}", figure, a / b >= 2)
     small = report.get("small")
     if small and "latency" in small:
         lat = small["latency"]

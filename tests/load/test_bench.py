@@ -53,13 +53,16 @@ def test_call_scenarios_at_a_tiny_size_verify(cluster_url: str, tmp_path: Path) 
     assert data["verified"] is True
     assert data["scenarios"] == []
     storm = data["storm"]
-    assert sorted((r["tool"], r["callers"]) for r in storm["runs"]) == [
-        ("clusterinval", 8), ("clusterinval", 40), ("redis-py", 8)]
+    # 40 callers run the same 40 calls, and as many calls per caller as the 8 had (200).
+    assert sorted((r["tool"], r["callers"], r["calls_requested"]) for r in storm["runs"]) == [
+        ("clusterinval", 8, 40), ("clusterinval", 40, 40), ("clusterinval", 40, 200),
+        ("redis-py", 8, 40)]
     for run in storm["runs"]:
+        calls = run["calls_requested"]
         assert run["verified"], run
-        assert run["calls"] == 40 and run["failed"] == 0, run
+        assert run["calls"] == calls and run["failed"] == 0, run
         assert run["survivors"] == 0 and run["remaining"] == run["expected_remaining"], run
-        assert run["deleted"] == 40 * storm["keys_per_entity"], run
+        assert run["deleted"] == calls * storm["keys_per_entity"], run
         assert run["connection_errors"] == 0, run
     small = data["small"]
     assert small["verified"], small
