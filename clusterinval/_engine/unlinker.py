@@ -30,9 +30,9 @@ from redis.exceptions import (
 
 from clusterinval._core.tally import RunTally
 from clusterinval._core.values import NodeAddr, SlotBatch
+from clusterinval._engine import staged
 from clusterinval._engine.ratelimit import Limits
 from clusterinval._engine.retry import RetryPolicy, classify, is_transient, leading_error, refusal
-from clusterinval._engine.smallcall import stageable
 from clusterinval._engine.topology import Topology
 from clusterinval._io.lua import split_calls
 from clusterinval._io.protocol import (
@@ -130,7 +130,7 @@ class Unlinker:
             by_node, orphans = self._route(pending)
             retry: list[SlotBatch] = list(orphans)
             last_error: BaseException | None = None
-            if stageable(self._topology, self._limits, by_node):
+            if staged.stageable(self._topology, self._limits, by_node):
                 outcomes = await self._send_staged(by_node, confirm)
             else:
                 outcomes = await self._send_each(by_node, confirm)
@@ -182,44 +182,35 @@ class Unlinker:
         shares = [_Share(node, node_batches, confirm) for node, node_batches in by_node.items()]
         outcomes: list[Outcome] = []
         topology, command = self._topology, self._command
-        try:
-            with anyio.move_on_after(self._timeout_s):
-                for share in shares:
-                    io = cast(StagedKeyCommands, topology.node(share.node))
-                    try:
-                        share.pending = await io.begin_key_commands(
-                            command, [keys for _s, keys in share.batches],
-                            on_reply=share.on_reply)
-                    except (RedisError, OSError, TimeoutError) as exc:
-                        share.finished = True
-                        outcomes.append(self._failed(share.node, share.batches, share.done, exc))
-                    else:
-                        self._tally.node(share.node).unlink_calls += len(share.batches)
-                for share in shares:
-                    if share.pending is None or share.finished:
-                        continue
-                    try:
-                        replies = await share.pending.replies()
-                        if len(share.done) == len(share.batches):
-                            outcome: Outcome = ([], None)  # every batch confirmed
-                        else:
-                            outcome = await self._pipeline_outcome(
-                                share.node, share.batches, replies, share.confirmed)
-                    except (RedisError, OSError, TimeoutError) as exc:
-                        outcome = self._failed(share.node, share.batches, share.done, exc)
-                    outcomes.append(outcome)
-                    share.finished = True
-        finally:
-            # Sent and not read (the command timeout passed, the run was cancelled, a node
-            # refused us): what is in flight is read briefly, so it is counted.
-            for share in shares:
-                if share.pending is not None and not share.finished:
-                    await share.pending.abandon()
-        for share in shares:
-            if not share.finished:
-                late = TimeoutError(f"no reply from {share.node.name} within "
-                                    f"{self._timeout_s:g} s")
-                outcomes.append(self._failed(share.node, share.batches, share.done, late))
+
+        async def send(share: _Share) -> PendingReplies | None:
+            io = cast(StagedKeyCommands, topology.node(share.node))
+            try:
+                pending = await io.begin_key_commands(
+                    command, [keys for _s, keys in share.batches], on_reply=share.on_reply)
+            except (RedisError, OSError, TimeoutError) as exc:
+                outcomes.append(self._failed(share.node, share.batches, share.done, exc))
+                return None
+            self._tally.node(share.node).unlink_calls += len(share.batches)
+            return pending
+
+        async def read(share: _Share, pending: PendingReplies) -> None:
+            try:
+                replies = await pending.replies()
+                if len(share.done) == len(share.batches):
+                    outcome: Outcome = ([], None)  # every batch confirmed
+                else:
+                    outcome = await self._pipeline_outcome(
+                        share.node, share.batches, replies, share.confirmed)
+            except (RedisError, OSError, TimeoutError) as exc:
+                outcome = self._failed(share.node, share.batches, share.done, exc)
+            outcomes.append(outcome)
+
+        # Not answered within the command timeout (what was in flight was read briefly, so it
+        # is counted): retried like any failed send.
+        for share in await staged.exchange(shares, send, read, self._timeout_s):
+            late = TimeoutError(f"no reply from {share.node.name} within {self._timeout_s:g} s")
+            outcomes.append(self._failed(share.node, share.batches, share.done, late))
         return outcomes
 
     async def _refresh_quietly(self) -> None:
@@ -360,17 +351,15 @@ def _confirming(node: NodeAddr, batches: list[SlotBatch], confirm: Confirm) -> O
 
 
 class _Share:
-    """One node's part of a staged send: its batches, what its replies confirmed, its state."""
+    """One node's part of a staged send: its batches, and what its replies confirmed."""
 
-    __slots__ = ("batches", "confirm", "done", "finished", "node", "pending")
+    __slots__ = ("batches", "confirm", "done", "node")
 
     def __init__(self, node: NodeAddr, batches: list[SlotBatch], confirm: Confirm) -> None:
         self.node = node
         self.batches = batches
         self.confirm = confirm
         self.done: set[int] = set()  # id() of each batch a reply confirmed
-        self.pending: PendingReplies | None = None
-        self.finished = False  # its outcome is known
 
     def on_reply(self, index: int, reply: Any) -> None:
         """Confirm the batch whose UNLINK (or EXISTS) was answered."""
