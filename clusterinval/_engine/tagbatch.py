@@ -36,7 +36,7 @@ from clusterinval._core.slots import SlotSet
 from clusterinval._core.tags import set_key, tag_slot, taken_key, takes_key
 from clusterinval._core.tally import RunTally
 from clusterinval._core.values import ClusterView, NodeAddr, SlotBatch, TagTake
-from clusterinval._engine import tagtake
+from clusterinval._engine import staged, tagtake
 from clusterinval._engine.retry import describe
 from clusterinval._engine.run import Engine
 from clusterinval._engine.tagtake import TAKEN_KEEP_MS, TagOutcome, TagTaker
@@ -237,35 +237,28 @@ class TagBatches:
 
         # Every node gets its scripts before any reply is awaited: one round trip to the slowest,
         # read in this task (no task per node).
-        sent: list[tuple[NodeAddr, list[_Entry], TakesInFlight]] = []
         answered: list[tuple[list[_Entry], list[TagTake | BaseException]]] = []
-        try:
-            with anyio.fail_after(self._engine.options.command_timeout_s):
-                for node, (node_entries, sets) in by_node.items():
-                    requests = [(set_key(e.tag), takes_key(e.tag), e.taken) for e in node_entries]
-                    try:
-                        pending = await topology.node(node).tags.begin_take_many(
-                            requests, sets, keep_ms=TAKEN_KEEP_MS,
-                            inline=tagtake.INLINE_MEMBERS)
-                    except (RedisError, OSError) as exc:
-                        _alone(node, node_entries, exc)
-                    else:
-                        sent.append((node, node_entries, pending))
-                while sent:
-                    node, node_entries, pending = sent[0]
-                    try:
-                        answered.append((node_entries, await pending.results()))
-                    except (RedisError, OSError) as exc:
-                        _alone(node, node_entries, exc)
-                    del sent[0]
-        except TimeoutError as exc:
-            for node, node_entries, _pending in sent:
+
+        async def send(node: NodeAddr) -> TakesInFlight | None:
+            node_entries, sets = by_node[node]
+            requests = [(set_key(e.tag), takes_key(e.tag), e.taken) for e in node_entries]
+            try:
+                return await topology.node(node).tags.begin_take_many(
+                    requests, sets, keep_ms=TAKEN_KEEP_MS, inline=tagtake.INLINE_MEMBERS)
+            except (RedisError, OSError) as exc:
                 _alone(node, node_entries, exc)
-        finally:
-            # Cut short (timeout, cancelled): what is still in flight goes back, read or dropped.
-            with anyio.CancelScope(shield=True):
-                for _node, _entries, pending in sent:
-                    await pending.abandon()
+                return None
+
+        async def read(node: NodeAddr, pending: TakesInFlight) -> None:
+            try:
+                answered.append((by_node[node][0], await pending.results()))
+            except (RedisError, OSError) as exc:
+                _alone(node, by_node[node][0], exc)
+
+        timeout_s = self._engine.options.command_timeout_s
+        for node in await staged.exchange(list(by_node), send, read, timeout_s):
+            # Not taken in time (never sent, or its results not read): its tags go alone.
+            _alone(node, by_node[node][0], TimeoutError(f"no reply within {timeout_s:g} s"))
         for node_entries, results in answered:
             for entry, take in zip(node_entries, results, strict=True):
                 await self._taken(entry, take)
@@ -326,19 +319,17 @@ class TagBatches:
             entry.tally.exact_deleted += n
             entry.removed += n
 
-        if batches:
-            unlinker = Unlinker(engine.topology, engine.policy, engine.limits, work,
-                                engine.options.command_timeout_s, use_scripts=False)
-            try:
+        try:
+            if batches:
+                unlinker = Unlinker(engine.topology, engine.policy, engine.limits, work,
+                                    engine.options.command_timeout_s, use_scripts=False)
                 await unlinker.unlink(batches, confirm)
-            except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
-                message = f"tag members: {describe(exc)}"
-                for entry in entries:
-                    if any(entry.pending.values()):
-                        entry.tally.messages.append(message)
-            finally:
-                self._unconfirmed(entries)
-        else:
+        except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
+            message = f"tag members: {describe(exc)}"
+            for entry in entries:
+                if any(entry.pending.values()):
+                    entry.tally.messages.append(message)
+        finally:
             self._unconfirmed(entries)
         # The batch's own errors count once, for the first tag served.
         if entries:

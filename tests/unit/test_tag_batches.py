@@ -245,3 +245,32 @@ async def test_members_split_by_a_migration_are_counted_for_their_tag() -> None:
         result = await outcome(inv, tags=[b"mig"])
     assert result.complete and result.deleted == 4 and result.per_tag == (("mig", 4),)
     assert not set(members) & cluster.keys()
+
+
+async def test_a_take_never_sent_in_time_is_not_reported_done() -> None:
+    """The takes' timer runs out while one node's write waits (the node is frozen): that node's
+    tags were never taken, so the call must not say they are gone."""
+    cluster = MemoryCluster(primaries=2)
+    first, second = cluster.primaries()
+    tag_a = next(t for t in (f"a{i}".encode() for i in range(1000))
+                 if cluster.owner(tag_slot(t)) == first)
+    tag_b = next(t for t in (f"b{i}".encode() for i in range(1000))
+                 if cluster.owner(tag_slot(t)) == second)
+    cluster.set([b"a:1", b"b:1"])
+    cluster.sadd(set_key(tag_a), [b"a:1"])
+    cluster.sadd(set_key(tag_b), [b"b:1"])
+    inv = invalidator(cluster, command_timeout_s=0.2, timeout_s=1.0)
+    async with inv:
+        await inv.invalidate(keys=[b"warm"])
+        cluster.freeze(second)
+        try:
+            with anyio.fail_after(10):
+                result = await outcome(inv, tags=[tag_a, tag_b], operation_name="frozen")
+        finally:
+            cluster.thaw(second)
+    uncovered = {s for lo, hi in result.uncovered_slots for s in range(lo, hi + 1)}
+    stored = cluster.keys()
+    assert b"b:1" in stored
+    assert not result.complete and tag_slot(tag_b) in uncovered
+    # The other tag: gone, or said not to be.
+    assert b"a:1" not in stored or tag_slot(tag_a) in uncovered
