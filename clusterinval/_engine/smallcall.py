@@ -94,7 +94,7 @@ class SmallCall:
 
 
 class _Owner:
-    """One node's share: its batches, which a reply confirmed, and its exchange."""
+    """One node's share: its batches, and which of them a reply confirmed."""
 
     __slots__ = ("batches", "confirmed", "counts", "done", "io", "node", "tally")
 

@@ -74,28 +74,28 @@ async def exchange(shares: Sequence[ShareT],
     ``read`` reads and deals with the replies. What is in flight when the time runs out (or the
     caller is cancelled) is read briefly, shielded, so that what the nodes did is counted.
     """
-    settled: set[int] = set()
-    in_flight: dict[int, InFlightT] = {}
+    sent: list[tuple[ShareT, InFlightT]] = []
+    reached = 0  # shares whose send returned
+    read_done = 0  # shares of ``sent`` read
     try:
         # asyncio's own timer, not an anyio cancel scope: on the hot path the scope's bookkeeping
         # costs as much as the client's whole share of a round trip. Both follow the same
         # cancellation counting, so a caller's cancel scope outside still wins.
         async with asyncio.timeout(timeout_s) as timer:
-            for i, share in enumerate(shares):
+            for share in shares:
                 pending = await send(share)
-                if pending is None:
-                    settled.add(i)
-                else:
-                    in_flight[i] = pending
-            for i, pending in list(in_flight.items()):
-                await read(shares[i], pending)
-                del in_flight[i]
-                settled.add(i)
+                reached += 1
+                if pending is not None:
+                    sent.append((share, pending))
+            for share, pending in sent:
+                await read(share, pending)
+                read_done += 1
     except TimeoutError:
         if not timer.expired():
             raise  # not our timer's
     finally:
-        with anyio.CancelScope(shield=True):
-            for pending in in_flight.values():
-                await pending.abandon()
-    return [share for i, share in enumerate(shares) if i not in settled]
+        if read_done < len(sent):  # the common ending has nothing left: no scope to set up
+            with anyio.CancelScope(shield=True):
+                for _share, pending in sent[read_done:]:
+                    await pending.abandon()
+    return [share for share, _pending in sent[read_done:]] + list(shares[reached:])
