@@ -321,14 +321,16 @@ def _verify_storm(url: str, layout: StormLayout) -> dict[str, Any]:
 
 def _small(url: str, config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
     """SMALL: exact triples, redis-py's unlink and tagged pairs, interleaved; verified."""
-    layout = small_layout(config.size, slot_owners(url))
+    owners = slot_owners(url)
+    layout = small_layout(config.size, owners)
     say(f"SMALL: {config.size} keys; {config.small_calls} calls of each kind - filling")
     flush_cluster(url)
     written = write_fill(url, plan_fill(url, layout.keys()))
     if written != layout.size:
         raise RuntimeError(f"SMALL: fill wrote {written} keys, expected {layout.size}")
     spec = {"url": url, "kind": "small", "calls": config.small_calls,
-            "triples": [list(t) for t in layout.triples], "tags": list(layout.tags)}
+            "triples": [list(t) for t in layout.triples], "tags": list(layout.tags),
+            "owners": layout.key_owners(owners)}
     res = _child(spec, lambda: None, module=_CALLS_MODULE)
     remaining = count_keys(url)
     res.update(size=config.size, remaining=remaining, expected_remaining=layout.size)

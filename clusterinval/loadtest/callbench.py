@@ -11,7 +11,8 @@ S1-MP time one large invalidation; these time what an application does all day:
 * **SMALL**: on held clients, sequential calls: 3 exact keys in 3 slots (on 3 primaries where
   there are 3) through ``invalidate(keys=...)`` and through redis-py's ``unlink(*keys)``, and a
   hash-tagged pattern ``{t:<i>}:*`` matching 2 keys through ``invalidate(patterns=...)``;
-  interleaved, the keys re-created between calls outside the timed section.
+  interleaved, the keys re-created between calls outside the timed section by a plain RESP
+  client (``plainresp``), so that neither measured client's code runs between the timed calls.
 
 Each measurement runs in a fresh child process (``python -m clusterinval.loadtest.callbench
 SPEC_JSON``, the same protocol as ``peers``); the parent fills the cluster and verifies.
@@ -111,10 +112,26 @@ class SmallLayout:
         """The two keys of one hash tag."""
         return [f"{{t:{tag}}}:a", f"{{t:{tag}}}:b"]
 
+    def call_keys(self) -> list[str]:
+        """The keys the timed calls delete (and the set-up re-creates)."""
+        return [k for t in self.triples for k in t] + [k for t in self.tags
+                                                        for k in self.tag_keys(t)]
+
+    def key_owners(self, owners: list[tuple[str, int] | None]) -> dict[str, tuple[str, int]]:
+        """The primary of each of the calls' keys, from the slot owners ``owners``."""
+        from clusterinval._core.slots import key_slot
+
+        found: dict[str, tuple[str, int]] = {}
+        for key in self.call_keys():
+            owner = owners[key_slot(key.encode())]
+            if owner is None:
+                raise RuntimeError(f"SMALL: no primary serves the slot of {key!r}")
+            found[key] = owner
+        return found
+
     def keys(self) -> Iterator[str]:
         """Every key of the fill (``size`` of them)."""
-        own = [k for t in self.triples for k in t] + [k for t in self.tags
-                                                       for k in self.tag_keys(t)]
+        own = self.call_keys()
         yield from own
         for j in range(self.size - len(own)):
             yield f"cache:item:{j}"
@@ -258,14 +275,16 @@ async def _small(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, A
     from redis.asyncio import RedisCluster
 
     from clusterinval._invalidator import ClusterInvalidator
+    from clusterinval.loadtest.plainresp import PlainSetter
 
     url = spec["url"]
     inv = ClusterInvalidator.from_url(url, registry=CollectorRegistry())
     await inv.open()
     rc = RedisCluster.from_url(url)  # the peer: redis-py, one held client
     await rc.initialize()
-    setter = RedisCluster.from_url(url)  # re-creates keys, outside the timed sections
-    await setter.initialize()
+    # Re-creates and checks the keys outside the timed sections, with code of neither client
+    # (which would time that client warm and the other cold).
+    setter = PlainSetter(url, {k: (h, p) for k, (h, p) in spec["owners"].items()})
     triples: list[list[str]] = spec["triples"]
     tags: list[int] = spec["tags"]
     calls = int(spec["calls"])
@@ -282,7 +301,7 @@ async def _small(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, A
     async def timed_call(kind: str, keys: list[str], call: Callable[[], Any], warm: bool
                          ) -> None:
         nonlocal survivors
-        await setter.mset_nonatomic(dict.fromkeys(keys, b"v"))
+        await setter.each(b"SET", keys, b"v")
         t0 = time.perf_counter()
         n = await call()
         dt = time.perf_counter() - t0
@@ -290,7 +309,7 @@ async def _small(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, A
             timed[kind].append(dt)
         if n != len(keys):
             mismatches.append(f"{kind}: deleted {n} of {keys}")
-        survivors += int(await setter.exists(*keys))
+        survivors += await setter.each(b"EXISTS", keys)
 
     try:
         ready()
@@ -315,16 +334,17 @@ async def _small(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, A
             await timed_call("tagged", tag_keys, tagged, warm)
         # Everything deleted is put back: the parent's DBSIZE check then sees the whole fill.
         for triple in triples:
-            await setter.mset_nonatomic(dict.fromkeys(triple, b"v"))
+            await setter.each(b"SET", triple, b"v")
         for tag in tags:
-            await setter.mset_nonatomic(dict.fromkeys(SmallLayout.tag_keys(tag), b"v"))
+            await setter.each(b"SET", SmallLayout.tag_keys(tag), b"v")
     finally:
         await inv.aclose()
         await rc.aclose()
         await setter.aclose()
     return {"calls": calls, "latency": {k: _summary(v) for k, v in timed.items()},
             "mismatches": len(mismatches), "mismatch_sample": mismatches[:5],
-            "survivors": survivors, "redis_py_unlink_mode": unlink_mode}
+            "survivors": survivors, "redis_py_unlink_mode": unlink_mode,
+            "setter": "plain RESP sockets: no code of either client runs between timed calls"}
 
 
 async def _run(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:

@@ -52,3 +52,21 @@ class TestSmallLayout:
         layout = small_layout(20_000, owners)
         for triple in layout.triples:
             assert len({key_slot(k.encode()) for k in triple}) == 3
+
+    def test_key_owners_name_the_primary_of_every_call_key(self) -> None:
+        thirds = [("h", 1), ("h", 2), ("h", 3)]
+        owners: list[tuple[str, int] | None] = [thirds[s * 3 // SLOT_COUNT]
+                                                 for s in range(SLOT_COUNT)]
+        layout = small_layout(20_000, owners)
+        found = layout.key_owners(owners)
+        assert set(found) == set(layout.call_keys())
+        assert len(found) == 3 * len(layout.triples) + 2 * len(layout.tags)
+        for key, owner in found.items():
+            assert owner == owners[key_slot(key.encode())]
+
+    def test_key_owners_refuse_a_slot_nobody_serves(self) -> None:
+        owners: list[tuple[str, int] | None] = [("h", 1)] * SLOT_COUNT
+        layout = small_layout(20_000, owners)
+        owners[key_slot(layout.triples[0][0].encode())] = None
+        with pytest.raises(RuntimeError, match="no primary serves"):
+            layout.key_owners(owners)

@@ -167,3 +167,25 @@ async def test_incomplete_run_error_hides_the_password(acl_cluster: Any, caplog:
                 await inv.invalidate(patterns=["app:*"])
     assert_no_secret(str(info.value), repr(info.value), json.dumps(info.value.result.to_dict()),
                      caplog.text)
+
+
+async def test_bench_set_up_client_authenticates_with_the_urls_credentials(
+        acl_cluster: Any, acl_port: int) -> None:
+    from clusterinval._core.slots import key_slot
+    from clusterinval.loadtest.plainresp import PlainRespError, PlainSetter
+    from clusterinval.testing.fill import slot_owners
+
+    keys = [f"app:{i}" for i in range(20)]
+    owners = slot_owners(admin(acl_port))
+    key_owners = {k: owner for k in keys if (owner := owners[key_slot(k.encode())]) is not None}
+    assert len(key_owners) == len(keys)
+    with anyio.fail_after(10):
+        async with PlainSetter(url(acl_port), key_owners) as setter:
+            await setter.each(b"SET", keys, b"v")
+            assert await setter.each(b"EXISTS", keys) == len(keys)
+        assert scan_all_keys(admin(acl_port)) == {k.encode() for k in keys}
+        wrong_url = url(acl_port, APP_USER, "Zq7-wrong-pw")
+        async with PlainSetter(wrong_url, key_owners) as wrong:
+            with pytest.raises(PlainRespError, match="WRONGPASS") as info:
+                await wrong.each(b"EXISTS", keys)
+    assert_no_secret(str(info.value))

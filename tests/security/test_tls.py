@@ -106,3 +106,28 @@ async def test_plain_redis_url_against_tls_port_fails_cleanly(tls_cluster: TLSCl
             async with ClusterInvalidator.from_url(url, registry=CollectorRegistry(),
                                                    command_timeout_s=1.0) as inv:
                 await inv.invalidate(patterns=["tls:*"])
+
+
+async def test_bench_set_up_client_speaks_tls_with_the_urls_certificates(
+        tls_cluster: TLSCluster) -> None:
+    from urllib.parse import urlencode
+
+    from clusterinval.loadtest.plainresp import PlainSetter
+
+    clear(tls_cluster)
+    keys = [f"tls:{i}" for i in range(20)]
+    rc = redis.RedisCluster(host="127.0.0.1", port=tls_cluster.ports[0], ssl=True,
+                            **tls_options(tls_cluster.certs))
+    try:
+        owners = {}
+        for key in keys:
+            node = rc.get_node_from_key(key)
+            owners[key] = (node.host, int(node.port))
+    finally:
+        rc.close()
+    tls_url = f"{tls_cluster.url}?{urlencode(tls_options(tls_cluster.certs))}"
+    with anyio.fail_after(20):
+        async with PlainSetter(tls_url, owners) as setter:
+            await setter.each(b"SET", keys, b"v")
+            assert await setter.each(b"EXISTS", keys) == len(keys)
+    assert all_keys(tls_cluster) == {k.encode() for k in keys}
