@@ -25,7 +25,7 @@ __all__ = ["STAGED_BATCHES", "STAGED_KEYS", "InFlight", "exchange", "stageable"]
 # pipelined UNLINK per slot is then as few round trips as the server-side batch step, and its
 # replies need no script.
 STAGED_BATCHES = 8
-# Keys one staged write may carry (as many as a node is given in flight on the windowed paths).
+# Keys one staged write may carry; the windowed paths give a node as many in flight at once.
 STAGED_KEYS = 1000
 
 

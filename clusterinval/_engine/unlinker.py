@@ -52,7 +52,8 @@ Confirm = Callable[[NodeAddr, Sequence[SlotBatch], int], None]
 
 # Keys in pipelined UNLINKs a node has queued from us at once (a sliding window): enough to hide
 # the round trip, few enough that the node idles between bursts and is not preempted mid-command.
-_KEYS_IN_FLIGHT = 1000
+# The same figure bounds a staged write, which puts a node's whole share in flight at once.
+_KEYS_IN_FLIGHT = staged.STAGED_KEYS
 # Batch-step calls a node has queued from us at once. A node fed a long pipeline runs flat out
 # and, on a busy host, is preempted in the middle of a call (SLOWLOG then shows 10+ ms for a
 # 0.3 ms call); with a few calls in flight it idles briefly between them, is scheduled promptly,

@@ -236,7 +236,10 @@ def _storm(url: str, config: BenchConfig, say: Callable[[str], None]) -> dict[st
         f"{layout.expected_deleted // max(1, len(layout.targets))} keys; {len(layout.targets)} "
         "calls user:<i>:* - planning fill")
     variants = storm_variants(config)
-    layouts = {calls: storm_layout(config.size, calls) for _tool, _callers, calls in variants}
+    layouts = {config.storm_calls: layout}
+    for _tool, _callers, calls in variants:
+        if calls not in layouts:
+            layouts[calls] = storm_layout(config.size, calls)
     plans: dict[int, Any] = {}  # fill plans by entity count (the keyspace depends on nothing else)
     runs: list[dict[str, Any]] = []
     for tool, callers, calls in variants:
@@ -294,12 +297,17 @@ def storm_variants(config: BenchConfig) -> list[tuple[str, int, int]]:
     variants = [("clusterinval", first, calls)]
     for more in config.storm_callers[1:]:
         variants.append(("clusterinval", more, calls))
-        scaled = max(1, calls * more // first)
+        scaled = _same_load_calls(calls, first, more)
         if scaled != calls:
             variants.append(("clusterinval", more, scaled))
     if "redis-py" in config.tools:
         variants.append(("redis-py", first, calls))
     return variants
+
+
+def _same_load_calls(calls: int, first: int, more: int) -> int:
+    """Calls for ``more`` callers with as many per caller as ``calls`` from ``first`` callers."""
+    return max(1, calls * more // first)
 
 
 def _verify_storm(url: str, layout: StormLayout) -> dict[str, Any]:
@@ -479,7 +487,7 @@ def _call_goals(report: dict[str, Any], add: Callable[[str, str, bool | None], N
                 "every target gone and nothing else", figure, met)
         for more in callers[1:]:
             b = base["calls_per_s"] if base is not None else None
-            scaled = max(1, calls * more // callers[0])
+            scaled = _same_load_calls(calls, callers[0], more)
             same_load, same_calls = rows.get(("clusterinval", more, scaled)), rows.get(
                 ("clusterinval", more, calls))
             if not b or same_load is None or not same_load["calls_per_s"]:
